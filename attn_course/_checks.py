@@ -1,0 +1,46 @@
+"""Argument checks shared by the public functions, so bad input gets one clear message.
+
+Each check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind, wrong shape or
+value) and names what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def tensor(name: str, x, *, ndim: int | Sequence[int] | None = None, floating: bool = True) -> torch.Tensor:
+    """Check that ``x`` is a tensor (floating point unless told otherwise) with an allowed number of dims."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            want = " or ".join(str(n) for n in allowed)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def same_size(name_a: str, a: torch.Tensor, dim_a: int, name_b: str, b: torch.Tensor, dim_b: int, what: str):
+    """Check that two tensors agree on one dimension (``what`` says what that dimension means)."""
+    if a.size(dim_a) != b.size(dim_b):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same {what}: "
+            f"{name_a} has shape {tuple(a.shape)}, {name_b} has shape {tuple(b.shape)}"
+        )
+
+
+def positive(name: str, value, *, integer: bool = False):
+    """Check that a scalar setting is a finite number above zero (a whole number if ``integer``)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        want = "a whole number" if integer else "a number"
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value

@@ -1,0 +1,52 @@
+"""Datasets the project generates itself: nothing here downloads anything.
+
+- ``copy_batch``: the copy task (reproduce a random digit string) used to expose the fixed-length
+  bottleneck of an RNN encoder-decoder.
+- ``toy_regression``: noisy samples of a smooth 1-D function, for attention pooling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks
+
+PAD, BOS = 0, 1
+"""Special tokens of the copy task; the digits 0-9 are tokens 2-11."""
+DIGIT_OFFSET = 2
+
+
+def copy_batch(batch_size: int, length: int, num_symbols: int = 10, generator: torch.Generator | None = None,
+               device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of the copy task: the target is the source.
+
+    Returns src (B, L), decoder input (B, L) = BOS followed by the target shifted right, and target (B, L).
+    Tokens: ``BOS`` = 1, symbols = 2 ... num_symbols + 1.
+    """
+    _checks.positive("batch_size", batch_size, integer=True)
+    _checks.positive("length", length, integer=True)
+    _checks.positive("num_symbols", num_symbols, integer=True)
+    src = torch.randint(DIGIT_OFFSET, DIGIT_OFFSET + num_symbols, (batch_size, length), generator=generator)
+    bos = torch.full((batch_size, 1), BOS, dtype=src.dtype)
+    tgt_in = torch.cat([bos, src[:, :-1]], dim=1)
+    return src.to(device), tgt_in.to(device), src.clone().to(device)
+
+
+def toy_function(x: torch.Tensor) -> torch.Tensor:
+    """The smooth function behind ``toy_regression``: sin(2x) + 0.4 x."""
+    return torch.sin(2 * x) + 0.4 * x
+
+
+def toy_regression(n: int = 50, noise: float = 0.3, low: float = 0.0, high: float = 2 * math.pi,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` sorted inputs uniform in [low, high) and noisy targets ``toy_function(x) + noise · N(0, 1)``."""
+    _checks.positive("n", n, integer=True)
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    if not high > low:
+        raise ValueError(f"high must be greater than low, got low={low}, high={high}")
+    x, _ = torch.sort(low + (high - low) * torch.rand(n, generator=generator))
+    y = toy_function(x) + noise * torch.randn(n, generator=generator)
+    return x, y

@@ -1,0 +1,243 @@
+"""The grading engine behind ``check``: run a learner's function on fresh random inputs and edge cases,
+compare with the package's reference, and say in one line what is wrong.
+
+Order of judgement on each case: did it run (a stub raising ``NotImplementedError`` is "not attempted";
+any other exception is reported in one line); did it leave its inputs alone; does the output have the
+right structure, type, shape, dtype and device; is it finite; does it match the reference. When it does not
+match, the output is compared with every known mistake (a deliberately wrong variant) and the one it
+matches is named, with its hint.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of inputs. ``label`` names it to the learner ("batch of one", "float64", ...)."""
+
+    label: str
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A classic mistake: a short ``name``, a ``hint`` saying how to fix it, and one or more ``variants``:
+    deliberately wrong implementations with the reference's signature."""
+
+    name: str
+    hint: str
+    variants: tuple[Callable, ...]
+
+    def __init__(self, name: str, hint: str, *variants: Callable):
+        if not variants:
+            raise ValueError(f"mistake {name!r} needs at least one variant")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "hint", hint)
+        object.__setattr__(self, "variants", tuple(variants))
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """An autograded exercise.
+
+    reference: the correct function (from the package). cases(generator) -> list of ``Case``: fresh random
+    inputs plus edge cases. outputs: names of the returned values, e.g. ("context", "weights"), or one name.
+    """
+
+    id: str
+    title: str
+    reference: Callable
+    cases: Callable[[torch.Generator], list[Case]]
+    mistakes: tuple[Mistake, ...]
+    outputs: tuple[str, ...] = ("output",)
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+    @property
+    def arg_names(self) -> list[str]:
+        return list(inspect.signature(self.reference).parameters)
+
+
+@dataclass
+class Result:
+    """What ``check`` found. Truthy when passed; shows as HTML in a notebook and as text elsewhere."""
+
+    exercise: str
+    title: str
+    status: str  # "passed" | "not attempted" | "mistake" | "wrong" | "error"
+    message: str
+    hint: str | None = None
+    mistake: str | None = None
+    case: str | None = None
+    cases_run: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def icon(self) -> str:
+        return {"passed": "✅", "not attempted": "⏳"}.get(self.status, "❌")
+
+    def __str__(self) -> str:
+        text = f"{self.icon} {self.title}: {self.message}"
+        if self.hint:
+            text += f"\n   Hint: {self.hint}"
+        return text
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = {"passed": "#2e7d32", "not attempted": "#8d6e00"}.get(self.status, "#c62828")
+        body = f"{self.icon} <b>{html.escape(self.title)}</b>: {html.escape(self.message)}"
+        if self.hint:
+            body += f"<br>💡 <i>Hint:</i> {html.escape(self.hint)}"
+        return (f'<div class="attn-check attn-check-{self.status.replace(" ", "-")}" '
+                f'style="border-left: 4px solid {colour}; padding: 0.4em 0.8em; margin: 0.3em 0;">{body}</div>')
+
+
+# --- comparing outputs ---------------------------------------------------------------------------------
+
+def _clone(args: tuple) -> tuple:
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _as_tuple(out, n: int):
+    if n == 1:
+        return (out,)
+    return tuple(out) if isinstance(out, (tuple, list)) else None
+
+
+def _kind(x) -> str:
+    return "None" if x is None else type(x).__name__
+
+
+def describe_problem(got, expected, names: Sequence[str], rtol: float, atol: float) -> str | None:
+    """One sentence saying how ``got`` differs from ``expected``; None when they agree."""
+    n = len(names)
+    if got is None:
+        return "your function returned None. Did you forget the `return` statement?"
+    got_items = _as_tuple(got, n)
+    if got_items is None or len(got_items) != n:
+        count = len(got_items) if got_items is not None else 1
+        return f"expected {n} results ({', '.join(names)}), got {count} ({_kind(got)})"
+    for name, g, e in zip(names, got_items, _as_tuple(expected, n)):
+        label = "" if n == 1 else f"{name}: "
+        if not isinstance(g, torch.Tensor):
+            return f"{label}expected a torch.Tensor, got {_kind(g)}"
+        if g.shape != e.shape:
+            return f"{label}expected shape {tuple(e.shape)}, got {tuple(g.shape)}"
+        if g.dtype != e.dtype:
+            return f"{label}expected dtype {e.dtype} (the inputs' dtype), got {g.dtype}"
+        if g.device != e.device:
+            return f"{label}expected a tensor on {e.device} (the inputs' device), got one on {g.device}"
+        bad = ~torch.isfinite(g) & torch.isfinite(e)
+        if bad.any():
+            what = "NaN" if torch.isnan(g[bad]).any() else "infinite values"
+            return f"{label}the result contains {what} where the reference is finite"
+        if not torch.allclose(g.detach(), e, rtol=rtol, atol=atol, equal_nan=True):
+            return f"{label}the values differ from the reference"
+    return None
+
+
+def _same(got, other, n: int, rtol: float, atol: float) -> bool:
+    """Whether two outputs agree in structure, shape, and values (NaN equal to NaN)."""
+    a, b = _as_tuple(got, n), _as_tuple(other, n)
+    if a is None or b is None or len(a) != n or len(b) != n:
+        return False
+    for x, y in zip(a, b):
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
+            return False
+        if not torch.allclose(x.detach().to(y.dtype), y, rtol=rtol, atol=atol, equal_nan=True):
+            return False
+    return True
+
+
+# --- grading ---------------------------------------------------------------------------------------
+
+def _run(fn: Callable, args: tuple):
+    """Call fn on copies of args. Returns (output, exception, names of inputs it changed in place)."""
+    copies = _clone(args)
+    try:
+        out = fn(*copies)
+    except Exception as err:  # the learner's code: report it in one line, never a traceback
+        return None, err, []
+    changed = [i for i, (a, c) in enumerate(zip(args, copies))
+               if isinstance(a, torch.Tensor) and (a.shape != c.shape or not torch.equal(a, c))]
+    return out, None, changed
+
+
+def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: int) -> Mistake | None:
+    """The known mistake whose output matches the learner's on the failing case (and on most others)."""
+    n = len(ex.outputs)
+    best, best_score = None, -1
+    for mistake in ex.mistakes:
+        for variant in mistake.variants:
+            score = 0
+            for i, (case, got) in enumerate(zip(cases, outputs)):
+                wrong, err, _ = _run(variant, case.args)
+                same = err is None and got is not None and _same(got, wrong, n, ex.rtol, ex.atol)
+                if i == failing and not same:
+                    score = -1
+                    break
+                score += same
+            if score > best_score:
+                best, best_score = mistake, score
+    return best if best_score >= 0 else None
+
+
+def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
+    """Grade ``fn`` against ``ex`` on fresh random inputs (or on ``seed``'s, to reproduce a run)."""
+
+    def result(status, message, **extra):
+        return Result(ex.id, ex.title, status, message, **extra)
+
+    if fn is None:
+        return result("error", "you passed None instead of your function. Pass the function itself, "
+                               "e.g. check(\"" + ex.id + "\", my_function)")
+    if not callable(fn):
+        return result("error", f"expected a function, got {_kind(fn)}. Pass the function itself, "
+                               "without calling it (no parentheses after its name)")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    cases = ex.cases(torch.Generator().manual_seed(seed))
+    outputs, labels = [], []
+    for case in cases:
+        out, err, changed = _run(fn, case.args)
+        if isinstance(err, NotImplementedError):
+            return result("not attempted", "not attempted yet: replace the `raise NotImplementedError` line "
+                                           "with your code, run that cell, then run this one again")
+        if err is not None:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            return result("error", f"your function raised {type(err).__name__}"
+                                   f"{': ' + msg if msg else ''} (on the case '{case.label}')", case=case.label)
+        if changed:
+            names = ", ".join(f"`{ex.arg_names[i]}`" for i in changed)
+            return result("wrong", f"your function changed its input {names} in place (on the case "
+                                   f"'{case.label}'). Compute a new tensor instead of modifying the argument",
+                          hint="operations like `x /= t`, `x.exp_()` or `x[...] = ...` write into the caller's "
+                               "tensor; use `x / t`, `x.exp()` instead", case=case.label)
+        outputs.append(out)
+        labels.append(case.label)
+    for i, (case, got) in enumerate(zip(cases, outputs)):
+        expected = ex.reference(*_clone(case.args))
+        problem = describe_problem(got, expected, ex.outputs, ex.rtol, ex.atol)
+        if problem is None:
+            continue
+        mistake = _matching_mistake(ex, cases, outputs, i)
+        if mistake is not None:
+            return result("mistake", f"{mistake.name} (seen on the case '{case.label}')", hint=mistake.hint,
+                          mistake=mistake.name, case=case.label, cases_run=labels)
+        return result("wrong", f"{problem} (on the case '{case.label}')", case=case.label, cases_run=labels)
+    return result("passed", f"correct on all {len(cases)} test cases ({', '.join(labels)})", cases_run=labels)

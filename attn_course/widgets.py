@@ -1,0 +1,179 @@
+"""Interactive explorers: sliders and toggles above a picture that redraws live.
+
+Works on ipywidgets 7.7 (Colab's version) and 8.x. Every explorer is an ``Explorer`` (an ``ipywidgets.VBox``)
+that exposes what it drew, so it can be driven without a browser::
+
+    ex = soft_attention_explorer()
+    ex.controls["temperature"].value = 0.1   # redraws at once
+    ex.state["weights"]                      # the weights now on screen
+
+The picture is a PNG in an ``ipywidgets.Image``, so the static web book shows the initial state too.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Callable
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from . import viz
+from .attention import soft_lookup
+from .data import toy_function, toy_regression
+from .pooling import kernel_regression
+
+_SLIDER_STYLE = {"description_width": "initial"}
+
+
+class Explorer(widgets.VBox):
+    """Controls stacked above a matplotlib picture; any control's change redraws it.
+
+    draw(figure, **values) draws on a cleared ``Figure`` and returns a dict of what it drew (``state``).
+    Attributes: ``controls`` (name -> widget), ``figure``, ``image`` (the PNG shown), ``state``,
+    ``redraws`` (how many times it drew), ``error`` (the last drawing error, else None).
+    """
+
+    def __init__(self, controls: dict[str, widgets.Widget], draw: Callable[..., dict],
+                 figsize: tuple[float, float] = (9.0, 3.2), dpi: int = 100):
+        super().__init__()
+        if not controls:
+            raise ValueError("an Explorer needs at least one control")
+        self.controls = dict(controls)
+        self._draw = draw
+        self.figure = Figure(figsize=figsize, dpi=dpi)  # not managed by pyplot: never shown twice
+        FigureCanvasAgg(self.figure)
+        self.image = widgets.Image(format="png")
+        self.status = widgets.HTML()
+        self.state: dict = {}
+        self.redraws = 0
+        self.error: Exception | None = None
+        self.children = [widgets.VBox(list(self.controls.values())), self.image, self.status]
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.redraw()
+
+    @property
+    def values(self) -> dict:
+        """The current value of every control."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _on_change(self, _change) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw again with the controls' current values; a failure is shown under the picture, not raised."""
+        self.figure.clear()
+        try:
+            self.state = dict(self._draw(self.figure, **self.values) or {})
+            self.error = None
+            self.status.value = ""
+        except Exception as err:  # a widget callback has nowhere to raise to: say it on screen
+            self.error = err
+            self.status.value = f"<span style='color:#b00'>Could not draw: {html.escape(str(err))}</span>"
+            return
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", bbox_inches="tight")
+        self.image.value = buffer.getvalue()
+        self.redraws += 1
+
+
+def _slider(description: str, value: float, low: float, high: float, step: float, log: bool = False):
+    if log:  # FloatLogSlider's bounds are exponents of 10
+        return widgets.FloatLogSlider(value=value, base=10, min=np.log10(low), max=np.log10(high), step=step,
+                                      description=description, style=_SLIDER_STYLE, continuous_update=True)
+    return widgets.FloatSlider(value=value, min=low, max=high, step=step, description=description,
+                               style=_SLIDER_STYLE, continuous_update=True)
+
+
+DEFAULT_KEYS = torch.tensor([[1.0, 0.0], [0.7, 0.7], [0.0, 1.0], [-0.7, 0.7], [-1.0, 0.0]])
+DEFAULT_VALUES = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
+
+
+def soft_attention_explorer(keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
+                            query=(1.0, 0.5), temperature: float = 1.0) -> Explorer:
+    """Sliders for a 2-D query and the temperature; draws the keys, the weights and the weighted average.
+
+    keys: (Lk, 2) points in the plane; values: (Lk,) one number per key. Scores are dot products.
+    state: ``scores`` (Lk,), ``weights`` (Lk,), ``context`` (the weighted average), ``best`` (argmax key).
+    """
+    keys = DEFAULT_KEYS if keys is None else keys
+    values = DEFAULT_VALUES if values is None else values
+    if not (isinstance(keys, torch.Tensor) and keys.dim() == 2 and keys.size(1) == 2):
+        raise ValueError(f"keys must be a tensor of shape (Lk, 2), got {getattr(keys, 'shape', type(keys))}")
+    if not (isinstance(values, torch.Tensor) and values.shape == keys.shape[:1]):
+        raise ValueError(f"values must be a tensor of shape ({keys.size(0)},), got "
+                         f"{getattr(values, 'shape', type(values))}")
+    keys, values = keys.float(), values.float()
+    labels = [f"k{i}" for i in range(len(keys))]
+
+    def draw(fig, qx, qy, temperature):
+        q = torch.tensor([[qx, qy]])
+        context, weights = soft_lookup(q, keys, values[:, None], temperature=temperature)  # (1, 1), (1, Lk)
+        w = weights[0]
+        ax_keys, ax_weights, ax_values = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.8]})
+        ax_keys.scatter(keys[:, 0], keys[:, 1], s=40 + 900 * w, c="tab:blue", alpha=0.7)
+        for label, (x, y) in zip(labels, keys.tolist()):
+            ax_keys.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6))
+        ax_keys.annotate("", xy=(qx, qy), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:red"})
+        ax_keys.text(qx, qy, " q", color="tab:red")
+        ax_keys.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), aspect="equal", title="keys (size = weight)")
+        viz.weight_bars(w, labels, ax=ax_weights, title=f"weights, T = {temperature:.2f}")
+        ax_values.scatter(np.zeros(len(values)), values, s=40 + 900 * w, c="tab:blue", alpha=0.7)
+        ax_values.axhline(float(context), color="tab:red", lw=2)
+        ax_values.text(0.05, float(context), f" output {float(context):.1f}", color="tab:red", va="bottom")
+        ax_values.set(xlim=(-0.5, 1.5), xticks=[], title="values and output")
+        fig.tight_layout()
+        return {"scores": (q @ keys.T)[0], "weights": w, "context": float(context), "best": int(w.argmax())}
+
+    controls = {
+        "qx": _slider("query x", query[0], -2.0, 2.0, 0.05),
+        "qy": _slider("query y", query[1], -2.0, 2.0, 0.05),
+        "temperature": _slider("temperature T", temperature, 0.05, 20.0, 0.05, log=True),
+    }
+    return Explorer(controls, draw)
+
+
+def kernel_regression_explorer(x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                               width: float = 0.5, query: float = 3.0) -> Explorer:
+    """A kernel-width slider for Nadaraya-Watson attention pooling, and a query position slider.
+
+    x, y: (n,) training inputs and targets (default: ``data.toy_regression`` with a fixed seed).
+    state: ``width``, ``estimates`` on a grid, ``grid``, ``weights`` of the chosen query over the keys,
+    ``mse`` of the estimate against the true function (the default data's).
+    """
+    if x is None or y is None:
+        x, y = toy_regression(n=40, generator=torch.Generator().manual_seed(0))
+    for name, t in (("x", x), ("y", y)):
+        if not (isinstance(t, torch.Tensor) and t.dim() == 1):
+            raise ValueError(f"{name} must be a 1-D tensor, got {getattr(t, 'shape', type(t))}")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    grid = torch.linspace(float(x.min()), float(x.max()), 200)
+
+    def draw(fig, width, query):
+        estimates, _ = kernel_regression(grid, x, y, width=width)
+        _, query_weights = kernel_regression(torch.tensor([query]), x, y, width=width)
+        w = query_weights[0]
+        ax_fit, ax_weights = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+        ax_fit.plot(grid, toy_function(grid), "--", color="gray", label="true function")
+        ax_fit.scatter(x, y, s=12 + 300 * w, color="tab:blue", alpha=0.6, label="data (size = weight)")
+        ax_fit.plot(grid, estimates, color="tab:red", label="attention pooling")
+        ax_fit.axvline(query, color="tab:red", lw=0.8, ls=":")
+        ax_fit.set(title=f"kernel width σ = {width:.2f}", xlabel="x", ylabel="y")
+        ax_fit.legend(fontsize=8, loc="upper left")
+        ax_weights.bar(x, w, width=0.08, color="tab:blue")
+        ax_weights.set(title=f"weights of the query x = {query:.2f}", xlabel="key x_i", ylabel="weight")
+        fig.tight_layout()
+        mse = float(((estimates - toy_function(grid)) ** 2).mean())
+        return {"width": width, "grid": grid, "estimates": estimates, "weights": w, "mse": mse}
+
+    controls = {
+        "width": _slider("kernel width σ", width, 0.02, 5.0, 0.02, log=True),
+        "query": _slider("query x", query, float(x.min()), float(x.max()), 0.05),
+    }
+    return Explorer(controls, draw, figsize=(9.0, 3.4))
