@@ -108,22 +108,23 @@ def soft_attention_explorer(keys: torch.Tensor | None = None, values: torch.Tens
     if not (isinstance(values, torch.Tensor) and values.shape == keys.shape[:1]):
         raise ValueError(f"values must be a tensor of shape ({keys.size(0)},), got "
                          f"{getattr(values, 'shape', type(values))}")
-    keys, values = keys.float(), values.float()
+    keys, values = keys.detach().cpu().float(), values.detach().cpu().float()
     labels = [f"k{i}" for i in range(len(keys))]
 
     def draw(fig, qx, qy, temperature):
         q = torch.tensor([[qx, qy]])
         context, weights = soft_lookup(q, keys, values[:, None], temperature=temperature)  # (1, 1), (1, Lk)
         w = weights[0]
+        kx, ky, vals, size = keys[:, 0].numpy(), keys[:, 1].numpy(), values.numpy(), 40 + 900 * w.numpy()
         ax_keys, ax_weights, ax_values = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.8]})
-        ax_keys.scatter(keys[:, 0], keys[:, 1], s=40 + 900 * w, c="tab:blue", alpha=0.7)
+        ax_keys.scatter(kx, ky, s=size, c="tab:blue", alpha=0.7)
         for label, (x, y) in zip(labels, keys.tolist()):
             ax_keys.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6))
         ax_keys.annotate("", xy=(qx, qy), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:red"})
         ax_keys.text(qx, qy, " q", color="tab:red")
         ax_keys.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), aspect="equal", title="keys (size = weight)")
         viz.weight_bars(w, labels, ax=ax_weights, title=f"weights, T = {temperature:.2f}")
-        ax_values.scatter(np.zeros(len(values)), values, s=40 + 900 * w, c="tab:blue", alpha=0.7)
+        ax_values.scatter(np.zeros(len(vals)), vals, s=size, c="tab:blue", alpha=0.7)
         ax_values.axhline(float(context), color="tab:red", lw=2)
         ax_values.text(0.05, float(context), f" output {float(context):.1f}", color="tab:red", va="bottom")
         ax_values.set(xlim=(-0.5, 1.5), xticks=[], title="values and output")
@@ -139,7 +140,7 @@ def soft_attention_explorer(keys: torch.Tensor | None = None, values: torch.Tens
 
 
 def kernel_regression_explorer(x: torch.Tensor | None = None, y: torch.Tensor | None = None,
-                               width: float = 0.5, query: float = 3.0) -> Explorer:
+                               width: float = 0.2, query: float = 3.0) -> Explorer:
     """A kernel-width slider for Nadaraya-Watson attention pooling, and a query position slider.
 
     x, y: (n,) training inputs and targets (default: ``data.toy_regression`` with a fixed seed).
@@ -153,20 +154,23 @@ def kernel_regression_explorer(x: torch.Tensor | None = None, y: torch.Tensor | 
             raise ValueError(f"{name} must be a 1-D tensor, got {getattr(t, 'shape', type(t))}")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.detach().cpu().float(), y.detach().cpu().float()  # drawing happens on the CPU
     grid = torch.linspace(float(x.min()), float(x.max()), 200)
 
     def draw(fig, width, query):
         estimates, _ = kernel_regression(grid, x, y, width=width)
         _, query_weights = kernel_regression(torch.tensor([query]), x, y, width=width)
         w = query_weights[0]
+        # matplotlib wants NumPy arrays; passing tensors works but warns under NumPy 2
+        gx, xs, ys, wn = grid.numpy(), x.numpy(), y.numpy(), w.numpy()
         ax_fit, ax_weights = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
-        ax_fit.plot(grid, toy_function(grid), "--", color="gray", label="true function")
-        ax_fit.scatter(x, y, s=12 + 300 * w, color="tab:blue", alpha=0.6, label="data (size = weight)")
-        ax_fit.plot(grid, estimates, color="tab:red", label="attention pooling")
+        ax_fit.plot(gx, toy_function(grid).numpy(), "--", color="gray", label="true function")
+        ax_fit.scatter(xs, ys, s=12 + 300 * wn, color="tab:blue", alpha=0.6, label="data (size = weight)")
+        ax_fit.plot(gx, estimates.numpy(), color="tab:red", label="attention pooling")
         ax_fit.axvline(query, color="tab:red", lw=0.8, ls=":")
         ax_fit.set(title=f"kernel width σ = {width:.2f}", xlabel="x", ylabel="y")
         ax_fit.legend(fontsize=8, loc="upper left")
-        ax_weights.bar(x, w, width=0.08, color="tab:blue")
+        ax_weights.bar(xs, wn, width=0.08, color="tab:blue")
         ax_weights.set(title=f"weights of the query x = {query:.2f}", xlabel="key x_i", ylabel="weight")
         fig.tight_layout()
         mse = float(((estimates - toy_function(grid)) ** 2).mean())

@@ -157,9 +157,11 @@ def _same(got, other, n: int, rtol: float, atol: float) -> bool:
     if a is None or b is None or len(a) != n or len(b) != n:
         return False
     for x, y in zip(a, b):
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.shape != y.shape:
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
             return False
-        if not torch.allclose(x.detach().to(y.dtype), y, rtol=rtol, atol=atol, equal_nan=True):
+        if x.shape != y.shape or x.dtype != y.dtype or x.device != y.device:
+            return False
+        if not torch.allclose(x.detach(), y.detach(), rtol=rtol, atol=atol, equal_nan=True):
             return False
     return True
 
@@ -178,8 +180,13 @@ def _run(fn: Callable, args: tuple):
     return out, None, changed
 
 
-def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: int) -> Mistake | None:
-    """The known mistake whose output matches the learner's on the failing case (and on most others)."""
+def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: int,
+                      expected) -> Mistake | None:
+    """The known mistake whose output matches the learner's on the failing case (and on most others).
+
+    A variant only counts where it is really wrong: on the failing case it must differ from the reference,
+    or a mistake that happens to coincide with the reference there would take the blame for another error.
+    """
     n = len(ex.outputs)
     best, best_score = None, -1
     for mistake in ex.mistakes:
@@ -188,7 +195,7 @@ def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: i
             for i, (case, got) in enumerate(zip(cases, outputs)):
                 wrong, err, _ = _run(variant, case.args)
                 same = err is None and got is not None and _same(got, wrong, n, ex.rtol, ex.atol)
-                if i == failing and not same:
+                if i == failing and (not same or _same(wrong, expected, n, ex.rtol, ex.atol)):
                     score = -1
                     break
                 score += same
@@ -235,7 +242,7 @@ def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
         problem = describe_problem(got, expected, ex.outputs, ex.rtol, ex.atol)
         if problem is None:
             continue
-        mistake = _matching_mistake(ex, cases, outputs, i)
+        mistake = _matching_mistake(ex, cases, outputs, i, expected)
         if mistake is not None:
             return result("mistake", f"{mistake.name} (seen on the case '{case.label}')", hint=mistake.hint,
                           mistake=mistake.name, case=case.label, cases_run=labels)
