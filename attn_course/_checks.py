@@ -12,12 +12,14 @@ from collections.abc import Sequence
 import torch
 
 
-def tensor(name: str, x, *, ndim: int | Sequence[int] | None = None, floating: bool = True) -> torch.Tensor:
-    """Check that ``x`` is a tensor (floating point unless told otherwise) with an allowed number of dims."""
+def tensor(name: str, x, *, ndim: int | Sequence[int] | None = None, kind: str = "float") -> torch.Tensor:
+    """Check that ``x`` is a tensor of the given kind ("float" or "int") with an allowed number of dims."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if floating and not x.is_floating_point():
+    if kind == "float" and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if kind == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer tensor (token ids), got dtype {x.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.dim() not in allowed:
@@ -35,12 +37,20 @@ def same_size(name_a: str, a: torch.Tensor, dim_a: int, name_b: str, b: torch.Te
         )
 
 
-def positive(name: str, value, *, integer: bool = False):
-    """Check that a scalar setting is a finite number above zero (a whole number if ``integer``)."""
+def number(name: str, value, *, integer: bool = False, minimum: float | None = None, strict: bool = True):
+    """Check that a scalar setting is a finite number (a whole number if ``integer``), above ``minimum``
+    (or at least ``minimum`` when ``strict`` is False)."""
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         want = "a whole number" if integer else "a number"
         raise TypeError(f"{name} must be {want}, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value}")
     return value
+
+
+def positive(name: str, value, *, integer: bool = False):
+    """Check that a scalar setting is a finite number above zero (a whole number if ``integer``)."""
+    return number(name, value, integer=integer, minimum=0)

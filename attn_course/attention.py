@@ -32,8 +32,15 @@ def _check_qkv(q, k, v):
         _checks.tensor(name, x)
         if x.dim() < 2:
             raise ValueError(f"{name} must have at least 2 dimensions (..., L, size), got shape {tuple(x.shape)}")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
     _checks.same_size("q", q, -1, "k", k, -1, "feature size D (last dimension)")
     _checks.same_size("k", k, -2, "v", v, -2, "number of keys Lk (second-to-last dimension)")
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the leading (batch) dimensions of q, k and v must broadcast, got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}") from None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,

@@ -43,8 +43,9 @@ def toy_regression(n: int = 50, noise: float = 0.3, low: float = 0.0, high: floa
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` sorted inputs uniform in [low, high) and noisy targets ``toy_function(x) + noise · N(0, 1)``."""
     _checks.positive("n", n, integer=True)
-    if not (isinstance(noise, (int, float)) and noise >= 0):
-        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    _checks.number("noise", noise, minimum=0, strict=False)
+    _checks.number("low", low)
+    _checks.number("high", high)
     if not high > low:
         raise ValueError(f"high must be greater than low, got low={low}, high={high}")
     x, _ = torch.sort(low + (high - low) * torch.rand(n, generator=generator))

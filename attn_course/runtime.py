@@ -20,8 +20,10 @@ from . import _checks
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (all devices) so a notebook prints the same numbers on every run."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be a whole number >= 0, got {seed!r}")
+    if not 0 <= seed < 2**32:  # NumPy's limit
+        raise ValueError(f"seed must be a whole number >= 0 and < 2**32, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -38,6 +40,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"device must be like 'cpu' or 'cuda', got {choice!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {choice!r} was asked for, but torch sees no CUDA device on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {choice!r} was asked for, but torch sees only "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -47,7 +52,10 @@ def setup(seed: int = 0, device: str | torch.device | None = None, threads: int 
     Returns the device. Prints one line saying what was chosen, the same on every run on the same machine.
     """
     if threads is None and os.environ.get("ATTN_COURSE_THREADS"):
-        threads = int(os.environ["ATTN_COURSE_THREADS"])
+        raw = os.environ["ATTN_COURSE_THREADS"]
+        if not raw.strip().isdigit():
+            raise ValueError(f"ATTN_COURSE_THREADS must be a whole number of threads, got {raw!r}")
+        threads = int(raw)
     if threads is not None:
         torch.set_num_threads(_checks.positive("threads", threads, integer=True))
     seed_everything(seed)

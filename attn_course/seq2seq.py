@@ -9,7 +9,7 @@ the decoder's state at each step queries *all* encoder states, Luong et al. 2015
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class Seq2Seq(nn.Module):
         self.out = nn.Linear(hidden_size, vocab_size)
 
     def _check_tokens(self, name: str, tokens) -> None:
-        _checks.tensor(name, tokens, ndim=2, floating=False)
+        _checks.tensor(name, tokens, ndim=2, kind="int")
         vocab = self.embed.num_embeddings
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab):
             raise ValueError(f"{name} must hold token ids in [0, {vocab}), got values from "
@@ -81,7 +81,7 @@ class Seq2Seq(nn.Module):
         return torch.cat(tokens, dim=1), (torch.cat(weights, dim=1) if self.attention else None)
 
 
-def train(model: nn.Module, batches: Callable[[int], Iterator] | Iterator, steps: int, lr: float = 3e-3,
+def train(model: nn.Module, batches: Iterator, steps: int, lr: float = 3e-3,
           progress: bool = True, desc: str = "training") -> list[float]:
     """Train ``model`` with Adam and cross-entropy for a fixed number of steps (not wall time: reproducible).
 
@@ -89,6 +89,9 @@ def train(model: nn.Module, batches: Callable[[int], Iterator] | Iterator, steps
     """
     _checks.positive("steps", steps, integer=True)
     _checks.positive("lr", lr)
+    if not isinstance(batches, Iterator):
+        raise TypeError(f"batches must be an iterator of (src, tgt_in, tgt_out), got {type(batches).__name__}; "
+                        "pass a generator such as (copy_batch(...) for _ in itertools.count())")
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     model.train()
