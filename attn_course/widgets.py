@@ -12,6 +12,7 @@ The picture is a PNG in an ``ipywidgets.Image``, so the static web book shows th
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Callable
@@ -56,6 +57,15 @@ class Explorer(widgets.VBox):
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.redraw()
+
+    def _repr_mimebundle_(self, **kwargs):
+        """ipywidgets 8 display: the live widget, plus its current picture as a PNG for any viewer that
+        cannot run widgets (GitHub's preview, a page whose widget scripts did not load)."""
+        parent = getattr(super(), "_repr_mimebundle_", None)
+        bundle = parent(**kwargs) if parent else None
+        if bundle is not None and self.image.value:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle
 
     @property
     def values(self) -> dict:

@@ -4,6 +4,7 @@ This module runs twice: in-process with the pinned ipywidgets 8, and (test_widge
 in a subprocess with Colab's ipywidgets 7.7.1 first on the path.
 """
 
+import base64
 import os
 import pathlib
 import subprocess
@@ -130,3 +131,12 @@ def test_widgets_on_ipywidgets_7():
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout
+
+
+def test_display_bundle_carries_a_png_fallback():
+    ex = widgets.soft_attention_explorer()
+    if not hasattr(ipywidgets.VBox, "_repr_mimebundle_"):
+        pytest.skip("ipywidgets 7 displays through _ipython_display_; no mime bundle to extend")
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"])[:4] == PNG
