@@ -51,8 +51,10 @@ test-fast: $(STAMP)  ## package, grader and widget tests only (no notebooks, no 
 	$(PY) -m pytest tests -p no:nbval -m "not slow" -o addopts="-ra"
 
 # --- notebooks -------------------------------------------------------------------------------
+# JupyterLab refuses to run as root (containers, Codespaces) unless told to.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)  ## open the chapters in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_FLAGS) notebooks/
 
 execute: $(STAMP)  ## re-execute notebooks in place (NB=notebooks/01_x.ipynb for one), deterministic, metadata stripped
 	$(PY) tools/nbtools.py execute $(or $(NB),notebooks/*.ipynb)

@@ -17,7 +17,10 @@ from matplotlib.axes import Axes
 def _as_numpy(x, name: str, ndim: int) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().float().numpy()
-    arr = np.asarray(x, dtype=float)
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numbers (a tensor, array or list), got {type(x).__name__}") from None
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     return arr

@@ -23,7 +23,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import viz
+from . import _checks, viz
 from .attention import soft_lookup
 from .data import toy_function, toy_regression
 from .pooling import kernel_regression
@@ -111,6 +111,9 @@ def soft_attention_explorer(keys: torch.Tensor | None = None, values: torch.Tens
     keys: (Lk, 2) points in the plane; values: (Lk,) one number per key. Scores are dot products.
     state: ``scores`` (Lk,), ``weights`` (Lk,), ``context`` (the weighted average), ``best`` (argmax key).
     """
+    if len(query) != 2:
+        raise ValueError(f"query must be a point (x, y), got {query!r}")
+    _checks.positive("temperature", temperature)
     keys = DEFAULT_KEYS if keys is None else keys
     values = DEFAULT_VALUES if values is None else values
     if not (isinstance(keys, torch.Tensor) and keys.dim() == 2 and keys.size(1) == 2):
@@ -157,6 +160,7 @@ def kernel_regression_explorer(x: torch.Tensor | None = None, y: torch.Tensor | 
     state: ``width``, ``estimates`` on a grid, ``grid``, ``weights`` of the chosen query over the keys,
     ``mse`` of the estimate against the true function (the default data's).
     """
+    _checks.positive("width", width)
     if x is None or y is None:
         x, y = toy_regression(n=40, generator=torch.Generator().manual_seed(0))
     for name, t in (("x", x), ("y", y)):

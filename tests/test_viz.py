@@ -78,3 +78,8 @@ def test_bad_input_is_a_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
     assert not plt.get_fignums()  # nothing was drawn before the check
+
+
+def test_non_numeric_weights_are_a_type_error():
+    with pytest.raises(TypeError, match="weights must be numbers"):
+        heatmap([["a", "b"]])

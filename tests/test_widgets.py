@@ -140,3 +140,13 @@ def test_display_bundle_carries_a_png_fallback():
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert base64.b64decode(bundle["image/png"])[:4] == PNG
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: widgets.soft_attention_explorer(query=(1.0,)), r"query must be a point \(x, y\)"),
+    (lambda: widgets.soft_attention_explorer(temperature=0), "temperature must be > 0"),
+    (lambda: widgets.kernel_regression_explorer(width=-1), "width must be > 0"),
+])
+def test_explorer_settings_are_checked(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
