@@ -130,24 +130,29 @@ def soft_attention_explorer(keys: torch.Tensor | None = None, values: torch.Tens
         w = weights[0]
         kx, ky, vals, size = keys[:, 0].numpy(), keys[:, 1].numpy(), values.numpy(), 40 + 900 * w.numpy()
         ax_keys, ax_weights, ax_values = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.8]})
-        ax_keys.scatter(kx, ky, s=size, c="tab:blue", alpha=0.7)
+        # keys as arrows from the origin: the dot product measures their angle to the query (and length)
         for label, (x, y) in zip(labels, keys.tolist()):
+            ax_keys.annotate("", xy=(x, y), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
             ax_keys.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6))
+        ax_keys.scatter(kx, ky, s=size, c="tab:blue", alpha=0.5)
         ax_keys.annotate("", xy=(qx, qy), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:red"})
         ax_keys.text(qx, qy, " q", color="tab:red")
         ax_keys.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), aspect="equal", title="keys (size = weight)")
-        viz.weight_bars(w, labels, ax=ax_weights, title=f"weights, T = {temperature:.2f}")
+        viz.weight_bars(w, labels, ax=ax_weights, title=f"weights, T = {temperature:.3g}")
         ax_values.scatter(np.zeros(len(vals)), vals, s=size, c="tab:blue", alpha=0.7)
+        for label, value in zip(labels, vals):
+            ax_values.annotate(f"{label}: {value:g}", (0, value), textcoords="offset points", xytext=(10, -3),
+                               fontsize=8)
         ax_values.axhline(float(context), color="tab:red", lw=2)
-        ax_values.text(0.05, float(context), f" output {float(context):.1f}", color="tab:red", va="bottom")
-        ax_values.set(xlim=(-0.5, 1.5), xticks=[], title="values and output")
+        ax_values.text(0.8, float(context), f"output {float(context):.1f}", color="tab:red", va="bottom")
+        ax_values.set(xlim=(-0.5, 2.0), xticks=[], title="values and output")
         fig.tight_layout()
         return {"scores": (q @ keys.T)[0], "weights": w, "context": float(context), "best": int(w.argmax())}
 
     controls = {
         "qx": _slider("query x", query[0], -2.0, 2.0, 0.05),
         "qy": _slider("query y", query[1], -2.0, 2.0, 0.05),
-        "temperature": _slider("temperature T", temperature, 0.05, 20.0, 0.05, log=True),
+        "temperature": _slider("temperature T", temperature, 0.005, 20.0, 0.05, log=True),
     }
     return Explorer(controls, draw)
 

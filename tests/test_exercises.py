@@ -211,3 +211,50 @@ def test_registry_rejects_duplicates_and_thin_exercises():
 
 def test_result_type_is_exported():
     assert isinstance(check("soft-lookup", None), Result)
+
+
+def test_partial_solution_raising_not_implemented_is_an_error_not_a_stub():
+    def only_2d(scores, temperature):
+        if scores.dim() != 2:
+            raise NotImplementedError("only 2-D scores for now")
+        return torch.softmax(scores / temperature, dim=-1)
+
+    result = check("softmax-temperature", only_2d, seed=0)
+    assert result.status == "error"
+    assert "raised NotImplementedError: only 2-D scores for now (on the case 'a batch of rows" in str(result)
+
+
+def test_swapped_outputs_are_named():
+    def swapped(query, keys, values, temperature):
+        weights = torch.softmax(query @ keys.transpose(-2, -1) / temperature, dim=-1)
+        return weights @ values, weights
+
+    result = check("soft-lookup", lambda *a: tuple(reversed(swapped(*a))), seed=0)
+    assert "wrong order: return (context, weights), not (weights, context)" in str(result)
+
+
+def test_the_weights_are_diagnosed_before_the_context():
+    def global_softmax(query, keys, values, temperature):
+        scores = query @ keys.transpose(-2, -1) / temperature
+        weights = torch.softmax(scores.flatten(), dim=0).view_as(scores)
+        return weights @ values, weights
+
+    result = check("soft-lookup", global_softmax, seed=0)
+    assert result.status == "wrong" and "weights: the values differ" in str(result)
+
+
+def test_broadcasting_error_gets_a_keepdim_hint():
+    def no_keepdim(scores, temperature):
+        e = torch.exp(scores / temperature)
+        return e / e.sum(dim=-1)
+
+    result = check("softmax-temperature", no_keepdim, seed=0)
+    assert result.status == "error" and "keepdim=True" in str(result)
+
+
+def test_sys_exit_in_learner_code_does_not_escape():
+    def exits(*args):
+        raise SystemExit(3)
+
+    result = check("soft-lookup", exits, seed=0)
+    assert result.status == "error" and "SystemExit" in str(result)

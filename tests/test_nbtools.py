@@ -88,3 +88,8 @@ def test_sync_writes_badge_and_hides_setup(chapter):
     assert setup.metadata["cellView"] == "form" and "remove-cell" in setup.metadata["tags"]
     url, branch = nbtools.repository()
     assert f"git+{url}@{branch}" in setup.source
+
+
+def test_check_flags_an_empty_cell(chapter):
+    _edit(chapter, lambda nb: nb.cells.insert(3, nbformat.v4.new_code_cell("")))
+    assert any("is empty" in p for p in nbtools.check(chapter))

@@ -184,6 +184,8 @@ def check(path: pathlib.Path) -> list[str]:
     elif counts != list(range(1, len(code) + 1)):
         say("execution counts are not 1, 2, 3, ... in order: re-execute top to bottom (make execute)")
     for i, cell in enumerate(nb.cells):
+        if not cell.source.strip():
+            say(f"cell {i} is empty: delete it")
         tags = cell.metadata.get("tags", [])
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) and "raises-exception" not in tags:
             say(f"cell {i} has a stored error but no raises-exception tag")

@@ -3,6 +3,8 @@ attention pooling (Nadaraya-Watson kernel regression)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import attention, pooling
@@ -23,7 +25,18 @@ def _softmax_cases(gen):
         Case("float64", (_randn(gen, 4, 3, dtype=torch.float64), 0.3)),
         Case("large scores (about 1000)", (1000.0 + _randn(gen, 3, 4, scale=5.0), 1.0)),
         Case("high temperature", (_randn(gen, 3, 5, scale=3.0), 25.0)),
+        Case("low temperature, widely spread scores", (_randn(gen, 3, 6, scale=3.0), 0.05)),
+        # Rows so far apart (after dividing by T) that exp of one row underflows relative to another:
+        # only a per-row maximum keeps every row finite. float64, so rounding cannot decide the verdict.
+        Case("low temperature, rows far apart",
+             (_randn(gen, 3, 6, dtype=torch.float64, scale=3.0)
+              + torch.tensor([[0.0], [-40.0], [-80.0]], dtype=torch.float64), 0.05)),
     ]
+
+
+def _global_max_softmax(z):
+    e = torch.exp(z - z.max())
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 def _unstable_softmax(s, t):
@@ -49,6 +62,13 @@ register(Exercise(
         Mistake("the weights are not normalised",
                 "divide exp(scores / T) by its sum over the last axis so that each row sums to 1.",
                 lambda s, t: torch.exp(s / t)),
+        Mistake("the weights were normalised over the whole tensor, not each row",
+                "divide by the sum over the last axis only: e.sum(dim=-1, keepdim=True).",
+                lambda s, t: torch.exp(s / t) / torch.exp(s / t).sum()),
+        Mistake("the maximum of the whole tensor was subtracted, not each row's",
+                "a row whose scores are all far below the global maximum underflows to 0/0; subtract "
+                "z.max(dim=-1, keepdim=True).values instead.",
+                lambda s, t: _global_max_softmax(s / t)),
         Mistake("exp overflowed on large scores (NaN)",
                 "subtract each row's maximum before exp (softmax does not change), or use torch.softmax.",
                 _unstable_softmax),
@@ -84,12 +104,21 @@ def _lookup_variant(score_dim=-1, temp=lambda s, t: s / t, pool="values"):
     return variant
 
 
+def _sqrt_d_variant(with_temperature):
+    def variant(q, k, v, t):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+        weights = torch.softmax(scores / t if with_temperature else scores, dim=-1)
+        return weights @ v, weights
+    return variant
+
+
 register(Exercise(
     id="soft-lookup",
     title="Soft lookup",
     reference=attention.soft_lookup,
     cases=_lookup_cases,
     outputs=("context", "weights"),
+    diagnose_first="weights",
     mistakes=(
         Mistake("the softmax ran over the queries instead of the keys",
                 "each query's weights must sum to 1 over the keys: softmax over the last axis (dim=-1) "
@@ -100,6 +129,10 @@ register(Exercise(
                 "divide the scores by T before the softmax.", _lookup_variant(temp=lambda s, t: s * t)),
         Mistake("the temperature was ignored", "divide the scores by T before the softmax.",
                 _lookup_variant(temp=lambda s, t: s)),
+        Mistake("the scores were scaled by 1/√D",
+                "this exercise divides the scores by the temperature T only; the 1/√D of scaled dot-product "
+                "attention comes in the next chapter.",
+                _sqrt_d_variant(with_temperature=False), _sqrt_d_variant(with_temperature=True)),
         Mistake("this is a hard lookup (one-hot weights)",
                 "keep every key's softmax weight instead of picking the best key with argmax.", _hard),
     ),
@@ -139,6 +172,7 @@ register(Exercise(
     reference=pooling.kernel_regression,
     cases=_pool_cases,
     outputs=("estimates", "weights"),
+    diagnose_first="weights",
     mistakes=(
         Mistake("the minus sign is missing: the farthest keys get the most weight",
                 "the score is -(x - x_i)² / (2σ²): closer keys must score higher.",
@@ -149,6 +183,9 @@ register(Exercise(
                 _pool_variant(exponent=lambda d, w: -(d**2) / w**2),
                 _pool_variant(exponent=lambda d, w: -(d**2) / w),
                 _pool_variant(exponent=lambda d, w: -(d**2) / 2)),
+        Mistake("the distance is not squared",
+                "the Gaussian kernel uses the squared distance (x - x_i)², not |x - x_i|.",
+                _pool_variant(exponent=lambda d, w: -d.abs() / (2 * w**2))),
         Mistake("the weights are not normalised",
                 "divide each query's kernel values by their sum over the keys (a softmax does it for you).",
                 _pool_variant(normalise=False)),
