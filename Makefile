@@ -45,7 +45,7 @@ book: $(STAMP)  ## build the web book from the committed notebooks (warnings are
 test: $(STAMP) $(W7)/.stamp  ## the whole suite: unit, graders, widgets (ipywidgets 8 and 7.7), nbval, lint, book
 	$(BIN)/ruff check .
 	$(PY) tools/nbtools.py check notebooks/*.ipynb
-	$(PY) -m pytest
+	ATTN_COURSE_IPYWIDGETS7=$(abspath $(W7)) $(PY) -m pytest
 
 test-fast: $(STAMP)  ## package, grader and widget tests only (no notebooks, no book)
 	$(PY) -m pytest tests -p no:nbval -m "not slow" -o addopts="-ra"

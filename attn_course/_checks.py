@@ -14,6 +14,8 @@ import torch
 
 def tensor(name: str, x, *, ndim: int | Sequence[int] | None = None, kind: str = "float") -> torch.Tensor:
     """Check that ``x`` is a tensor of the given kind ("float" or "int") with an allowed number of dims."""
+    if kind not in ("float", "int"):
+        raise ValueError(f"kind must be 'float' or 'int', got {kind!r}")  # a bug in the caller, not the user
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if kind == "float" and not x.is_floating_point():

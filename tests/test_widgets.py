@@ -119,7 +119,8 @@ def test_kernel_regression_bad_input():
 @pytest.mark.skipif(os.environ.get("EXPECT_IPYWIDGETS") is not None, reason="already the ipywidgets 7 run")
 def test_widgets_on_ipywidgets_7():
     """Colab runs ipywidgets 7.7.1: run this whole module again against it (installed by make test)."""
-    w7 = ROOT / ".venv" / "ipywidgets7"
+    # make test names the folder it installed ipywidgets 7.7.1 into; the default matches its default VENV
+    w7 = pathlib.Path(os.environ.get("ATTN_COURSE_IPYWIDGETS7", ROOT / ".venv" / "ipywidgets7"))
     if not (w7 / "ipywidgets").is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"{w7} is missing: make test installs ipywidgets 7.7.1 there")
