@@ -47,3 +47,86 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None, dim: 
     weights = torch.softmax(filled, dim=dim)
     # A fully-masked row softmaxes to uniform weights over nothing: zero it instead.
     return weights.masked_fill(~mask, 0.0)
+
+
+# --- building masks ------------------------------------------------------------------------------------
+
+def _device_of(device, *tensors):
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            return t.device
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Key padding mask from sequence lengths: ``mask[b, 0, j] = j < lengths[b]``.
+
+    lengths: (B,) integers in [0, max_len]; max_len defaults to ``lengths.max()``. Returns a boolean
+    (B, 1, Lk) mask with Lk = max_len, True on real tokens, ready to broadcast against scores (B, Lq, Lk).
+    For scores with heads, (B, H, Lq, Lk), add a head axis: ``padding_mask(lengths)[:, None]``.
+    """
+    _checks.tensor("lengths", lengths, ndim=1, kind="int")
+    if max_len is None:
+        max_len = int(lengths.max()) if lengths.numel() else 0
+    _checks.number("max_len", max_len, integer=True, minimum=0, strict=False)
+    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
+        raise ValueError(f"lengths must lie between 0 and max_len={max_len}, got {lengths.tolist()}")
+    positions = torch.arange(max_len, device=lengths.device)  # (Lk,)
+    return (positions[None, :] < lengths[:, None])[:, None, :]  # (B, 1, Lk)
+
+
+def causal_mask(lq: int, lk: int | None = None, *, device=None) -> torch.Tensor:
+    """Causal mask: query i may attend key j only if ``j <= i`` (nothing from the future).
+
+    Returns a boolean (Lq, Lk) mask (Lk defaults to Lq), the lower triangle, aligned top-left as in
+    ``F.scaled_dot_product_attention(..., is_causal=True)``.
+    """
+    _checks.number("lq", lq, integer=True, minimum=1, strict=False)
+    lk = lq if lk is None else lk
+    _checks.number("lk", lk, integer=True, minimum=1, strict=False)
+    device = _device_of(device)
+    i = torch.arange(lq, device=device)[:, None]
+    j = torch.arange(lk, device=device)[None, :]
+    return j <= i
+
+
+def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = False, device=None) -> torch.Tensor:
+    """Sliding-window (local) mask: query i may attend key j only if ``|i - j| < window``; with
+    ``causal=True`` only if ``0 <= i - j < window``.
+
+    So ``window`` counts the positions a query sees on each side, itself included: window=1 is "only
+    yourself", and a window as long as the sequence is global (or plain causal) attention. A causal query
+    sees ``window`` keys, a bidirectional one up to ``2 * window - 1``. Returns a boolean (Lq, Lk) mask.
+    """
+    _checks.number("lq", lq, integer=True, minimum=1, strict=False)
+    lk = lq if lk is None else lk
+    _checks.number("lk", lk, integer=True, minimum=1, strict=False)
+    _checks.number("window", window, integer=True, minimum=1, strict=False)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
+    device = _device_of(device)
+    offset = torch.arange(lq, device=device)[:, None] - torch.arange(lk, device=device)[None, :]  # i - j
+    allowed = offset.abs() < window
+    return allowed & (offset >= 0) if causal else allowed
+
+
+def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """Combine boolean masks: a key may be attended only where *every* mask allows it (logical AND).
+
+    ``None`` entries (no mask) are skipped; the result has the masks' broadcast shape, or is None when
+    every entry is None. E.g. ``combine_masks(padding_mask(lengths), causal_mask(L))`` -> (B, L, L).
+    """
+    result = None
+    shapes = []
+    for index, mask in enumerate(masks):
+        if mask is None:
+            continue
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise TypeError(f"mask {index} must be a boolean torch.Tensor (True = may attend), got {got}")
+        shapes.append(tuple(mask.shape))
+        try:
+            result = mask if result is None else result & mask
+        except RuntimeError:
+            raise ValueError(f"masks of shapes {', '.join(map(str, shapes))} do not broadcast together") from None
+    return result

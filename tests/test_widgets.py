@@ -1,7 +1,7 @@
 """Widgets are driven without a browser: set a control's value, then assert what was drawn.
 
-This module runs twice: in-process with the pinned ipywidgets 8, and (test_widgets_on_ipywidgets_7)
-in a subprocess with Colab's ipywidgets 7.7.1 first on the path.
+Every tests/test_widgets*.py module runs twice: in-process with the pinned ipywidgets 8, and
+(test_widgets_on_ipywidgets_7, here) in a subprocess with Colab's ipywidgets 7.7.1 first on the path.
 """
 
 import base64
@@ -118,7 +118,7 @@ def test_kernel_regression_bad_input():
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("EXPECT_IPYWIDGETS") is not None, reason="already the ipywidgets 7 run")
 def test_widgets_on_ipywidgets_7():
-    """Colab runs ipywidgets 7.7.1: run this whole module again against it (installed by make test)."""
+    """Colab runs ipywidgets 7.7.1: run every widget test module again against it (installed by make test)."""
     # make test names the folder it installed ipywidgets 7.7.1 into; the default matches its default VENV
     w7 = pathlib.Path(os.environ.get("ATTN_COURSE_IPYWIDGETS7", ROOT / ".venv" / "ipywidgets7"))
     if not (w7 / "ipywidgets").is_dir():
@@ -127,7 +127,8 @@ def test_widgets_on_ipywidgets_7():
         pytest.skip(f"{w7} is missing; run `make test` to install ipywidgets 7.7.1 for this test")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(w7), str(ROOT)]), EXPECT_IPYWIDGETS="7.7.1",
                MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:nbval", "-p", "no:cacheprovider",
+    modules = sorted(str(path) for path in pathlib.Path(__file__).parent.glob("test_widgets*.py"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", *modules, "-q", "-p", "no:nbval", "-p", "no:cacheprovider",
                            "-o", "addopts=", "-W", "ignore::DeprecationWarning"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

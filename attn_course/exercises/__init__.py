@@ -50,6 +50,13 @@ def check(exercise_id: str, fn, seed: int | None = None) -> Result:
 
 
 # Importing the exercise modules registers their exercises.
-from . import soft_lookup  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    hard_attention,
+    local,
+    masks,
+    scoring,
+    soft_lookup,
+    spot_the_bug,
+)
 
 __all__ = ["Case", "Exercise", "Mistake", "Result", "all_exercises", "check", "get", "register"]

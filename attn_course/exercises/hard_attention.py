@@ -1,0 +1,1 @@
+"""Exercises (being written)."""
