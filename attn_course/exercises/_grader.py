@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Exercise:
     reference: the correct function (from the package). cases(generator) -> list of ``Case``: fresh random
     inputs plus edge cases. outputs: names of the returned values, e.g. ("context", "weights"), or one name.
     diagnose_first: the output whose errors cause the others' (the weights, usually), reported first.
+    error_hints: (text, hint) pairs: when the learner's exception message contains ``text``, show ``hint``.
+    They come before the general hints (``ERROR_HINTS``), so an exercise can say what is likelier for it.
     """
 
     id: str
@@ -62,6 +65,7 @@ class Exercise:
     diagnose_first: str | None = None
     rtol: float = 1e-4
     atol: float = 1e-5
+    error_hints: tuple[tuple[str, str], ...] = ()
 
     @property
     def arg_names(self) -> list[str]:
@@ -138,9 +142,11 @@ def describe_problem(got, expected, names: Sequence[str], rtol: float, atol: flo
         count = len(got_items) if got_items is not None else 1
         return f"expected {n} results ({', '.join(names)}), got {count} ({_kind(got)})"
     expected_items = _as_tuple(expected, n)
-    if n > 1 and _same(tuple(reversed(got_items)), expected, n, rtol, atol):
-        return (f"the results are in the wrong order: return ({', '.join(names)}), "
-                f"not ({', '.join(reversed(names))})")
+    for order in itertools.permutations(range(n)):
+        if list(order) != sorted(order) and _same(tuple(got_items[i] for i in order), expected, n, rtol, atol):
+            returned = [names[order.index(i)] for i in range(n)]
+            return (f"the results are in the wrong order: return ({', '.join(names)}), "
+                    f"not ({', '.join(returned)})")
     order = sorted(range(n), key=lambda i: names[i] != first)  # `first` first, the rest in order
     for i in order:
         name, g, e = names[i], got_items[i], expected_items[i]
@@ -181,6 +187,16 @@ def _same(got, other, n: int, rtol: float, atol: float) -> bool:
 
 BROADCAST_HINT = ("two tensors' shapes do not line up. When you divide or subtract a sum or max taken over "
                   "an axis, keep that axis with keepdim=True; print the shapes to see which one is off.")
+MATMUL_HINT = ("the inner sizes of a matrix product do not match. `x @ W.T` applies a weight W stored as "
+               "(out, in), the nn.Linear convention; print the shapes to see which side is off.")
+ERROR_HINTS = (("must match the size of tensor", BROADCAST_HINT), ("cannot be multiplied", MATMUL_HINT))
+
+
+def _error_hint(ex: Exercise, message: str) -> str | None:
+    for text, hint in (*ex.error_hints, *ERROR_HINTS):
+        if text in message:
+            return hint
+    return None
 
 
 def _run(fn: Callable, args: tuple):
@@ -201,8 +217,12 @@ def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: i
 
     A variant only counts where it is really wrong: on the failing case it must differ from the reference,
     or a mistake that happens to coincide with the reference there would take the blame for another error.
+    And a mistake shows wherever it can: a variant that is wrong on a case the learner got right is not the
+    learner's mistake (two different errors can both give NaN on one case).
     """
     n = len(ex.outputs)
+    references = [expected if i == failing else ex.reference(*_clone(case.args)) for i, case in enumerate(cases)]
+    learner_right = [_same(got, ref, n, ex.rtol, ex.atol) for got, ref in zip(outputs, references)]
     best, best_score = None, -1
     for mistake in ex.mistakes:
         for variant in mistake.variants:
@@ -210,7 +230,8 @@ def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: i
             for i, (case, got) in enumerate(zip(cases, outputs)):
                 wrong, err, _ = _run(variant, case.args)
                 same = err is None and got is not None and _same(got, wrong, n, ex.rtol, ex.atol)
-                if i == failing and (not same or _same(wrong, expected, n, ex.rtol, ex.atol)):
+                variant_right = err is None and _same(wrong, references[i], n, ex.rtol, ex.atol)
+                if (i == failing and (not same or variant_right)) or (learner_right[i] and not variant_right):
                     score = -1
                     break
                 score += same
@@ -242,7 +263,7 @@ def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
                                            "with your code, run that cell, then run this one again")
         if err is not None:
             msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            hint = BROADCAST_HINT if "must match the size of tensor" in msg else None
+            hint = _error_hint(ex, msg)
             return result("error", f"your function raised {type(err).__name__}"
                                    f"{': ' + msg if msg else ''} (on the case '{case.label}')",
                           hint=hint, case=case.label)
