@@ -14,6 +14,7 @@ import html
 import inspect
 import itertools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -203,7 +204,11 @@ def _run(fn: Callable, args: tuple):
     """Call fn on copies of args. Returns (output, exception, names of inputs it changed in place)."""
     copies = _clone(args)
     try:
-        out = fn(*copies)
+        # A warning from the learner's code (e.g. `.T` on a 3-D tensor) would repeat once per case and bury
+        # the verdict; the learner sees it when running their own function.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = fn(*copies)
     except (Exception, SystemExit) as err:  # the learner's code: one line, never a traceback
         return None, err, []
     changed = [i for i, (a, c) in enumerate(zip(args, copies))
