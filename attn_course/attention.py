@@ -1,9 +1,12 @@
-"""The functional core: attention as a soft lookup.
+"""The functional core: attention as a soft lookup, and hard attention with its training tricks.
 
 A dictionary lookup returns the value whose key equals the query. Attention relaxes it: score every key
 against the query, turn the scores into weights that are positive and sum to 1 (a softmax), and return the
 weighted average of the values. Shapes: q (..., Lq, D), k (..., Lk, D), v (..., Lk, Dv); the leading
 dimensions (B, or B and H) broadcast.
+
+Hard attention returns one value instead of an average (``hard_attention``); it is trained with the
+REINFORCE surrogate (``reinforce_loss``, ``update_baseline``) or relaxed with ``gumbel_softmax``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 import torch
 
 from . import _checks
-from .masking import masked_softmax
+from .masking import check_mask, masked_softmax
 
 
 def softmax(scores: torch.Tensor, temperature: float = 1.0, dim: int = -1) -> torch.Tensor:
@@ -85,3 +88,163 @@ def hard_lookup(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -
     best = scores.argmax(dim=-1)  # (..., Lq)
     weights = torch.nn.functional.one_hot(best, keys.size(-2)).to(values.dtype)
     return weights @ values, weights
+
+
+# --- hard attention and how to train it ------------------------------------------------------------
+#
+# Soft attention returns a weighted average of the values; hard attention returns ONE value, chosen by
+# argmax or sampled (Xu et al. 2015, "Show, Attend and Tell", section 4.1). The choice is a step function
+# of the scores, so backpropagation gives the scores no gradient: training needs an estimator instead,
+# either the score function (REINFORCE, Williams 1992) or a relaxation (Gumbel-softmax, Jang et al. 2017;
+# Maddison et al. 2017) with the straight-through trick (Bengio et al. 2013).
+
+HARD_MODES = ("argmax", "sample")
+
+
+def _check_scores_values(scores, values):
+    for name, x in (("scores", scores), ("values", values)):
+        _checks.tensor(name, x)
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions (..., L, size), got shape {tuple(x.shape)}")
+    if scores.dtype != values.dtype:
+        raise TypeError(f"scores and values must share one dtype, got {scores.dtype} and {values.dtype}")
+    _checks.same_size("scores", scores, -1, "values", values, -2,
+                      "number of keys Lk (scores' last dimension, values' second-to-last)")
+    try:
+        torch.broadcast_shapes(scores.shape[:-2], values.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"the leading (batch) dimensions of scores and values must broadcast, got shapes "
+                         f"{tuple(scores.shape)} and {tuple(values.shape)}") from None
+
+
+def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform noise in the open interval (0, 1), shaped like ``like``, on its device and in its dtype."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    device = generator.device if generator is not None else like.device
+    u = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+    info = torch.finfo(like.dtype)
+    return u.clamp(min=info.tiny, max=1 - info.eps)  # log(0) and log(log(1)) would be infinite
+
+
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None,
+                 uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """Standard Gumbel noise ``g = -log(-log u)`` with ``u ~ Uniform(0, 1)`` (Jang et al. 2017, section 2).
+
+    like: any shape; the noise has its shape, dtype and device. Pass a ``torch.Generator`` to reproduce a
+    draw, or the ``uniform`` noise itself (same shape as ``like``, values in (0, 1)).
+    """
+    _checks.tensor("like", like)
+    if uniform is None:
+        uniform = _uniform(like, generator)
+    else:
+        _checks.tensor("uniform", uniform)
+        if uniform.shape != like.shape:
+            raise ValueError(f"uniform must have the shape of the logits {tuple(like.shape)}, "
+                             f"got {tuple(uniform.shape)}")
+    return -torch.log(-torch.log(uniform))
+
+
+def straight_through(weights: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator (Bengio et al. 2013): one-hot argmax forward, the gradient of ``weights``
+    backward.
+
+    weights: (..., Lk), e.g. soft attention weights. Returns ``one_hot + (weights - weights.detach())``:
+    its value is exactly the one-hot of the argmax (the bracket is exactly 0), its gradient is that of
+    ``weights`` (the identity).
+    """
+    _checks.tensor("weights", weights)
+    one_hot = torch.nn.functional.one_hot(weights.argmax(dim=-1), weights.size(-1)).to(weights.dtype)
+    return one_hot + (weights - weights.detach())
+
+
+def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False,
+                   generator: torch.Generator | None = None,
+                   uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """A Gumbel-softmax (Concrete) sample: ``y = softmax((logits + g) / tau)``, ``g`` Gumbel noise.
+
+    Jang et al. 2017, eq. 2; Maddison et al. 2017 (the Concrete distribution). logits: (..., Lk),
+    unnormalised log-probabilities, e.g. attention scores (B, Lq, Lk). Returns weights (..., Lk) that are
+    positive and sum to 1 over the last axis. As ``tau -> 0`` the sample becomes the one-hot of
+    ``argmax(logits + g)``, which is an exact sample of ``softmax(logits)`` (the Gumbel-max trick, eq. 1);
+    a large ``tau`` flattens it towards uniform. The sample is differentiable in the logits, but its mean
+    differs from ``softmax(logits)`` for ``tau > 0``: the gradient it gives is biased, less so as tau falls.
+
+    hard: if True, return the one-hot of the sample's argmax forward with the soft sample's gradient
+    backward (straight-through Gumbel-softmax, Jang et al. 2017, section 2.2).
+    generator: a ``torch.Generator`` to reproduce the noise (``F.gumbel_softmax`` takes none); or pass the
+    ``uniform`` noise in (0, 1) directly, shaped like the logits.
+    """
+    _checks.tensor("logits", logits)
+    _checks.positive("tau", tau)
+    if not isinstance(hard, bool):
+        raise TypeError(f"hard must be True or False, got {type(hard).__name__}")
+    soft = torch.softmax((logits + gumbel_noise(logits, generator, uniform)) / tau, dim=-1)
+    return straight_through(soft) if hard else soft
+
+
+def hard_attention(scores: torch.Tensor, values: torch.Tensor, mode: str = "argmax",
+                   mask: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard attention: each query takes the value of ONE key (Xu et al. 2015, section 4.1).
+
+    ``mode="argmax"`` picks the best-scoring key; ``mode="sample"`` draws key i with probability
+    ``softmax(scores)_i`` (the "multinoulli" location variable of Xu et al.), using the Gumbel-max trick
+    ``argmax(scores + g)`` (Jang et al. 2017, eq. 1) so that a ``torch.Generator`` reproduces the draw.
+
+    scores: (..., Lq, Lk); values: (..., Lk, Dv); mask: boolean, True = may attend, broadcastable to
+    (..., Lq, Lk) (masked keys are never chosen; a row with no key allowed gets zero weights and context).
+    Returns context (..., Lq, Dv), the chosen value, and one-hot weights (..., Lq, Lk). The chosen index is
+    ``weights.argmax(-1)`` and its log-probability ``(weights * log_softmax(scores)).sum(-1)``.
+
+    The weights are a step function of the scores: no gradient flows back to the scores (train them with
+    ``reinforce_loss`` or replace this by ``gumbel_softmax(..., hard=True)``).
+    """
+    _check_scores_values(scores, values)
+    if mode not in HARD_MODES:
+        raise ValueError(f"mode must be one of {', '.join(repr(m) for m in HARD_MODES)}, got {mode!r}")
+    filled = scores.detach()  # the choice is not differentiable: say so rather than pretend
+    if mask is not None:
+        check_mask(mask, scores)
+        filled = filled.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    if mode == "sample":
+        filled = filled + gumbel_noise(filled, generator)
+    weights = torch.nn.functional.one_hot(filled.argmax(dim=-1), scores.size(-1)).to(values.dtype)
+    if mask is not None:
+        weights = weights * mask.any(dim=-1, keepdim=True)  # nothing to attend to: zeros
+    return weights @ values, weights  # (..., Lq, Lk) @ (..., Lk, Dv) -> (..., Lq, Dv)
+
+
+def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor,
+                   baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """The REINFORCE surrogate loss ``-mean((reward - baseline) * log p(choice))`` (Williams 1992).
+
+    log_probs: (...,) log-probabilities of the choices that were made (differentiable); rewards: the same
+    shape (higher is better); baseline: a number or a tensor broadcastable to rewards. Returns a scalar
+    whose gradient is the score-function estimate of ``-∇ E[reward]``: minimising it raises the expected
+    reward. Rewards and baseline are detached: they weight the gradient, they are not differentiated.
+    A baseline leaves the estimate unbiased (``E[∇ log p] = 0``) and, near the mean reward, cuts its variance.
+    """
+    _checks.tensor("log_probs", log_probs)
+    _checks.tensor("rewards", rewards)
+    if log_probs.shape != rewards.shape:
+        raise ValueError(f"log_probs and rewards must have the same shape (one reward per choice), got "
+                         f"{tuple(log_probs.shape)} and {tuple(rewards.shape)}")
+    if isinstance(baseline, torch.Tensor):
+        baseline = baseline.detach()
+    else:
+        _checks.number("baseline", baseline)
+    advantage = (rewards.detach() - baseline).to(log_probs.dtype)
+    return -(advantage * log_probs).mean()
+
+
+def update_baseline(baseline: float | torch.Tensor, rewards: torch.Tensor, momentum: float = 0.9) -> torch.Tensor:
+    """Moving-average baseline ``b <- momentum * b + (1 - momentum) * mean(rewards)`` (Xu et al. 2015,
+    section 4.1, use momentum 0.9). rewards: any shape. Returns a detached 0-dim tensor."""
+    _checks.tensor("rewards", rewards)
+    _checks.number("momentum", momentum, minimum=0, strict=False)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be < 1, got {momentum}")
+    if not isinstance(baseline, torch.Tensor):
+        _checks.number("baseline", baseline)
+    return (momentum * baseline + (1 - momentum) * rewards.detach().mean()).detach()
