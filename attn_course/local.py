@@ -1,0 +1,330 @@
+"""Global and local attention: Luong's local-m and local-p, and the sliding window of modern models.
+
+Global attention (Luong et al. 2015, sec. 3.1, eq. 7) lets every query weigh every key: ``attention.attend``.
+Local attention (sec. 3.2) looks only at a window of keys around an aligned position p_t:
+
+- **local-m** (monotonic): p_t = t, the t-th target word is aligned with the t-th source word;
+- **local-p** (predictive): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t)) is predicted from the decoder state (eq. 9),
+  and the softmax weights are multiplied by a Gaussian around p_t, exp(-(s - p_t)² / (2σ²)), σ = D/2 (eq. 10).
+
+The **sliding window** of Longformer (Beltagy et al. 2020) and Mistral (Jiang et al. 2023) is local-m for
+self-attention: token i looks at the tokens near i, optionally only the earlier ones (causal). Its cost grows
+as L·w instead of L² (L tokens, window w); ``sliding_window_attention(impl="banded")`` shows how.
+
+Conventions. Positions are 0-based: the S source words (keys) sit at s = 0, 1, ..., S-1. ``half_width`` is
+Luong's D: the window around p_t is [p_t - D, p_t + D], cut off at the ends of the sequence. ``window`` (for
+the sliding window) follows ``masking.window_mask``: query i sees key j iff |i - j| < window. So local-m with
+half width D is the sliding window with window = D + 1. Shapes: B batch, H heads, Lq queries (target words),
+Lk = S keys (source words), D key/query size, Dv value size; leading dimensions broadcast as in ``attend``.
+Masks are boolean, True = may attend; scale None means 1/√D, as in ``attend`` (Luong's dot score is
+unscaled: pass scale=1.0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import _checks
+from .attention import _check_qkv, attend
+from .masking import check_mask, combine_masks, masked_softmax, padding_mask, window_mask
+
+IMPLS = ("reference", "banded")
+
+
+# --- checks --------------------------------------------------------------------------------------------
+
+def _half_width(half_width, minimum: int) -> int:
+    return _checks.number("half_width", half_width, integer=True, minimum=minimum, strict=False)
+
+
+def _scores_tensor(scores: torch.Tensor) -> torch.Tensor:
+    _checks.tensor("scores", scores)
+    if scores.dim() < 2:
+        raise ValueError(f"scores must have shape (..., Lq, S), at least 2 dimensions, got shape "
+                         f"{tuple(scores.shape)}")
+    return scores
+
+
+def _check_positions(positions, rows: torch.Size, source_len: int, *, integer: bool) -> torch.Tensor:
+    """positions must broadcast to ``rows`` = (..., Lq) and lie inside the sequence."""
+    _checks.tensor("positions", positions, kind="int" if integer else "float")
+    try:
+        shape = torch.broadcast_shapes(positions.shape, rows)
+    except RuntimeError:
+        shape = None
+    if shape != rows:
+        raise ValueError(f"positions must have shape (..., Lq) = {tuple(rows)} (one position per query), "
+                         f"got shape {tuple(positions.shape)}")
+    high = source_len - 1 if integer else source_len
+    if positions.numel() and not (torch.isfinite(positions).all() and positions.min() >= 0
+                                  and positions.max() <= high):
+        raise ValueError(f"positions must lie inside the sequence, between 0 and {high} (S = {source_len}), "
+                         f"got values from {positions.min().item():g} to {positions.max().item():g}")
+    return positions
+
+
+def _scale(q: torch.Tensor, scale) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(q.size(-1))
+    return _checks.positive("scale", scale)
+
+
+# --- windows and the Gaussian --------------------------------------------------------------------------
+
+def window_around(positions: torch.Tensor, source_len: int, half_width: int) -> torch.Tensor:
+    """The keys inside each query's window: ``window[..., t, s] = |s - p_t| <= D`` (Luong et al. 2015,
+    sec. 3.2: the window [p_t - D, p_t + D]).
+
+    positions: (..., Lq) the centres p_t, whole numbers (local-m) or real (local-p); source_len: S;
+    half_width: D >= 0. Returns a boolean (..., Lq, S) mask, True = inside the window. Keys past either end
+    of the sequence simply do not exist, so the window is cut off there. A whole-number p_t gets 2D + 1
+    keys (fewer near the ends); a real one 2D or 2D + 1.
+    """
+    _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
+    _half_width(half_width, 0)
+    s = torch.arange(source_len, device=positions.device)  # (S,)
+    return (s - positions[..., None]).abs() <= half_width  # (..., Lq, 1) against (S,) -> (..., Lq, S)
+
+
+def gaussian_window(positions: torch.Tensor, source_len: int, half_width: int) -> torch.Tensor:
+    """Luong's Gaussian around the predicted position: ``exp(-(s - p_t)² / (2σ²))`` with σ = D/2
+    (Luong et al. 2015, eq. 10).
+
+    positions: (..., Lq) real p_t; source_len: S; half_width: D >= 1. Returns (..., Lq, S) in the dtype of
+    ``positions`` (floating point). At the edge of the window, |s - p_t| = D, the factor is exp(-2) ≈ 0.14.
+    """
+    _checks.tensor("positions", positions)
+    _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
+    sigma = _half_width(half_width, 1) / 2
+    s = torch.arange(source_len, device=positions.device, dtype=positions.dtype)  # (S,)
+    distance = s - positions[..., None]  # (..., Lq, S)
+    return torch.exp(-(distance**2) / (2 * sigma**2))
+
+
+def predict_position(h: torch.Tensor, W_p: torch.Tensor, v_p: torch.Tensor, source_len) -> torch.Tensor:
+    """Local-p's aligned position ``p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))`` (Luong et al. 2015, eq. 9).
+
+    h: (..., Lq, Hd) decoder states (Hd: their size); W_p: (A, Hd); v_p: (A,) (A: a hidden size of the
+    predictor); source_len: S, an int, or a tensor of shape h.shape[:-2] (e.g. (B,)) holding each
+    sentence's length. Returns p: (..., Lq), real numbers strictly between 0 and S. With 0-based positions
+    the words sit at 0, ..., S-1, so p_t can point up to one place past the last word; the window
+    [p_t - D, p_t + D] still reaches it. The sigmoid keeps p_t inside the sentence, and p_t is a smooth
+    function of W_p and v_p, so they can be learned through the Gaussian of ``local_p_weights``.
+    """
+    _checks.tensor("h", h)
+    _checks.tensor("W_p", W_p, ndim=2)
+    _checks.tensor("v_p", v_p, ndim=1)
+    _checks.same_size("W_p", W_p, 1, "h", h, -1, "state size Hd (W_p is (A, Hd), h is (..., Lq, Hd))")
+    _checks.same_size("W_p", W_p, 0, "v_p", v_p, 0, "predictor size A (W_p is (A, Hd), v_p is (A,))")
+    if h.dim() < 2:
+        raise ValueError(f"h must have shape (..., Lq, Hd), at least 2 dimensions, got shape {tuple(h.shape)}")
+    if isinstance(source_len, torch.Tensor):
+        if source_len.shape != h.shape[:-2]:
+            raise ValueError(f"source_len must be an int or a tensor of shape {tuple(h.shape[:-2])} (one length "
+                             f"per sequence), got shape {tuple(source_len.shape)}")
+        if source_len.numel() and source_len.min() < 1:
+            raise ValueError(f"source_len must be >= 1, got {source_len.tolist()}")
+        source_len = source_len[..., None].to(h.dtype)  # (..., 1) against (..., Lq)
+    else:
+        _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
+    hidden = torch.tanh(h @ W_p.T)  # (..., Lq, Hd) @ (Hd, A) -> (..., Lq, A)
+    return source_len * torch.sigmoid(hidden @ v_p)  # (..., Lq, A) @ (A,) -> (..., Lq)
+
+
+# --- local-m and local-p ------------------------------------------------------------------------------
+
+def monotonic_positions(lq: int, source_len: int, *, device=None) -> torch.Tensor:
+    """Local-m's aligned positions p_t = t, held at the last source word once t passes it: min(t, S - 1).
+    Returns an integer (Lq,) tensor."""
+    _checks.number("lq", lq, integer=True, minimum=1, strict=False)
+    _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
+    return torch.arange(lq, device=device).clamp(max=source_len - 1)
+
+
+def local_m_weights(scores: torch.Tensor, half_width: int, positions: torch.Tensor | None = None, *,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Local-m weights (Luong et al. 2015, sec. 3.2): the softmax of the scores over the keys in
+    [p_t - D, p_t + D] only, with p_t = t (monotonic alignment); every other key gets exactly 0.
+
+    scores: (..., Lq, S); half_width: D >= 0; positions: whole numbers (..., Lq) in [0, S-1], by default
+    ``monotonic_positions`` (p_t = min(t, S - 1)); mask: boolean, broadcastable to scores, True = may attend.
+    Returns weights (..., Lq, S); each row sums to 1 (0 if its window holds no allowed key). With D >= S - 1
+    the window covers every key and this is global attention.
+    """
+    _scores_tensor(scores)
+    lq, source_len = scores.shape[-2:]
+    _half_width(half_width, 0)
+    if positions is None:
+        positions = monotonic_positions(lq, source_len, device=scores.device)
+    _check_positions(positions, scores.shape[:-1], source_len, integer=True)
+    inside = window_around(positions, source_len, half_width)  # (..., Lq, S)
+    return masked_softmax(scores, combine_masks(inside, mask))
+
+
+def local_p_weights(scores: torch.Tensor, positions: torch.Tensor, half_width: int, *,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Local-p weights (Luong et al. 2015, eq. 10): ``a_t(s) = softmax(scores)_s · exp(-(s - p_t)² / (2σ²))``
+    with σ = D/2, the softmax taken over the keys in the window [p_t - D, p_t + D] only.
+
+    scores: (..., Lq, S); positions: real p_t, (..., Lq), between 0 and S (``predict_position``);
+    half_width: D >= 1; mask: boolean, broadcastable to scores, True = may attend. Returns weights
+    (..., Lq, S), exactly 0 outside the window. The Gaussian multiplies *after* the softmax, so a row sums
+    to less than 1: keys near p_t keep most of their weight, keys at the window's edge about 14% of it.
+    The truncation has no gradient, but the Gaussian does: that is how p_t (and W_p, v_p) learn.
+    """
+    _scores_tensor(scores)
+    source_len = scores.size(-1)
+    _half_width(half_width, 1)
+    _check_positions(positions, scores.shape[:-1], source_len, integer=False)
+    positions = positions.to(scores.dtype)
+    inside = window_around(positions, source_len, half_width)  # (..., Lq, S)
+    weights = masked_softmax(scores, combine_masks(inside, mask))  # sums to 1 over the window
+    return weights * gaussian_window(positions, source_len, half_width)  # favour keys near p_t
+
+
+def local_m(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, half_width: int,
+            positions: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
+            scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local-m attention (Luong et al. 2015, sec. 3.2): dot-product attention over the keys in
+    [p_t - D, p_t + D], p_t = t. See ``local_m_weights``.
+
+    q: (..., Lq, D), k: (..., S, D), v: (..., S, Dv); half_width: D (Luong's D, not the feature size);
+    positions: whole numbers (..., Lq) or None for p_t = min(t, S - 1); mask: True = may attend, broadcastable
+    to (..., Lq, S). Returns context (..., Lq, Dv) and weights (..., Lq, S).
+    """
+    _check_qkv(q, k, v)
+    scores = q @ k.transpose(-2, -1) * _scale(q, scale)  # (..., Lq, D) @ (..., D, S) -> (..., Lq, S)
+    weights = local_m_weights(scores, half_width, positions, mask=mask)
+    return weights @ v, weights  # (..., Lq, S) @ (..., S, Dv) -> (..., Lq, Dv)
+
+
+def local_p(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, half_width: int, *,
+            mask: torch.Tensor | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local-p attention (Luong et al. 2015, eqs. 9-10): dot-product scores, softmax over the window
+    [p_t - D, p_t + D], times a Gaussian of σ = D/2 around p_t. See ``local_p_weights``.
+
+    q: (..., Lq, D), k: (..., S, D), v: (..., S, Dv); positions: real (..., Lq) in [0, S], e.g. from
+    ``predict_position``; half_width: D >= 1; mask: True = may attend. Returns context (..., Lq, Dv) and
+    weights (..., Lq, S).
+    """
+    _check_qkv(q, k, v)
+    scores = q @ k.transpose(-2, -1) * _scale(q, scale)  # (..., Lq, S)
+    weights = local_p_weights(scores, positions, half_width, mask=mask)
+    return weights @ v, weights  # (..., Lq, Dv)
+
+
+class LocalPAttention(nn.Module):
+    """Local-p attention with its position predictor (Luong et al. 2015, eqs. 9-10): holds W_p and v_p.
+
+    hidden_size: size Hd of the decoder states (queries, and the keys: the score is a dot product);
+    attn_size: A, the predictor's hidden size; half_width: D; scale: multiplies the dot scores (default 1.0,
+    Luong's unscaled dot; None for 1/√Hd). forward(h, keys, values, source_lengths=None)
+    with h: (B, Lq, Hd), keys: (B, S, Hd), values: (B, S, Dv), source_lengths: (B,) true lengths of padded
+    sources (default: all S). Returns context (B, Lq, Dv), weights (B, Lq, S) and the positions p (B, Lq).
+    """
+
+    def __init__(self, hidden_size: int, attn_size: int, half_width: int, scale: float | None = 1.0):
+        super().__init__()
+        _checks.positive("hidden_size", hidden_size, integer=True)
+        _checks.positive("attn_size", attn_size, integer=True)
+        self.half_width = _half_width(half_width, 1)
+        self.scale = scale  # Luong's dot score is unscaled
+        self.W_p = nn.Linear(hidden_size, attn_size, bias=False)
+        self.v_p = nn.Linear(attn_size, 1, bias=False)
+
+    def forward(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                source_lengths: torch.Tensor | None = None):
+        _checks.tensor("h", h, ndim=3)
+        _checks.tensor("keys", keys, ndim=3)
+        source_len = keys.size(-2)
+        mask = None
+        if source_lengths is not None:  # each sentence predicts p_t inside its own length
+            mask = padding_mask(source_lengths, source_len)  # (B, 1, S)
+            source_len = source_lengths
+        positions = predict_position(h, self.W_p.weight, self.v_p.weight[0], source_len)  # (B, Lq)
+        context, weights = local_p(h, keys, values, positions, self.half_width, mask=mask, scale=self.scale)
+        return context, weights, positions
+
+
+# --- the sliding window ----------------------------------------------------------------------------
+
+def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, *,
+                             causal: bool = False, mask: torch.Tensor | None = None, scale: float | None = None,
+                             impl: str = "reference", return_weights: bool = False):
+    """Sliding-window attention (Longformer, Beltagy et al. 2020, sec. 3.1; Mistral, Jiang et al. 2023):
+    query i attends key j only if |i - j| < window (and j <= i when ``causal``).
+
+    q: (..., Lq, D), k: (..., Lk, D), v: (..., Lk, Dv); window: w >= 1 (``masking.window_mask``: w = 1 is
+    "only yourself", a causal query sees w keys, a bidirectional one up to 2w - 1); mask: boolean, True = may
+    attend, broadcastable to (..., Lq, Lk) (e.g. a padding mask); scale: None for 1/√D.
+    impl: "reference" builds the dense (Lq, Lk) scores and masks them: O(Lq·Lk) time and memory, the
+    readable definition. "banded" computes only the scores inside the band: blocks of w queries against the
+    keys of their own and neighbouring blocks, O(Lq·w) time and memory; same values and gradients.
+    Returns the context (..., Lq, Dv), and the dense weights (..., Lq, Lk) too if ``return_weights``
+    (for "banded" that re-creates the O(Lq·Lk) matrix: ask only to look at it).
+    """
+    _check_qkv(q, k, v)
+    _checks.number("window", window, integer=True, minimum=1, strict=False)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
+    scale = _scale(q, scale)
+    lq, lk = q.size(-2), k.size(-2)
+    if mask is not None:
+        shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), lq, lk)
+        check_mask(mask, q.new_empty(()).expand(shape))  # checks the shape; expand allocates nothing
+    if impl == "reference":
+        band = window_mask(lq, lk, window=window, causal=causal, device=q.device)  # (Lq, Lk)
+        context, weights = attend(q, k, v, mask=combine_masks(band, mask), scale=scale)
+    elif impl == "banded":
+        context, weights = _banded(q, k, v, window, causal, mask, scale, return_weights)
+    else:
+        raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
+    return (context, weights) if return_weights else context
+
+
+def _band_indices(lq: int, lk: int, window: int, causal: bool, device):
+    """Indices of the blocked band. Queries are cut into blocks of w: block b holds i = b·w + a, a < w.
+    Since |i - j| < w, its keys lie in j = b·w - (w - 1) + c with c < span: the previous block's tail,
+    its own block and (unless causal) the next block's head. Returns i (nb, w), j (nb, span) and
+    ``allowed`` (nb, w, span): inside the band and inside both sequences."""
+    blocks = -(-lq // window)  # ceil(Lq / w)
+    span = 2 * window - 1 if causal else 3 * window - 2
+    start = torch.arange(blocks, device=device)[:, None] * window  # (nb, 1)
+    i = start + torch.arange(window, device=device)  # (nb, w)
+    j = start - (window - 1) + torch.arange(span, device=device)  # (nb, span)
+    offset = i[:, :, None] - j[:, None, :]  # (nb, w, span): i - j
+    allowed = (offset.abs() < window) & (j[:, None, :] >= 0) & (j[:, None, :] < lk) & (i[:, :, None] < lq)
+    if causal:
+        allowed &= offset >= 0
+    return i, j, allowed
+
+
+def _banded(q, k, v, window, causal, mask, scale, return_weights):
+    """Blocked band: scores (..., nb, w, span) instead of (..., Lq, Lk). See ``_band_indices``."""
+    lq, lk = q.size(-2), k.size(-2)
+    window = min(window, max(lq, lk))  # a wider window sees the same keys: keep the blocks small
+    i, j, allowed = _band_indices(lq, lk, window, causal, q.device)
+    blocks = i.size(0)
+    j_safe = j.clamp(0, lk - 1)  # out-of-range keys are gathered from a real one, then masked out
+    q_blocks = nn.functional.pad(q, (0, 0, 0, blocks * window - lq))  # (..., nb·w, D): pad the queries
+    q_blocks = q_blocks.unflatten(-2, (blocks, window))  # (..., nb, w, D)
+    k_band = k[..., j_safe, :]  # (..., nb, span, D): each block's neighbouring keys
+    v_band = v[..., j_safe, :]  # (..., nb, span, Dv)
+    if mask is not None:
+        full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
+        full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
+        rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, w, 1)
+        allowed = allowed & full[..., rows, j_safe[:, None, :]]  # (..., nb, w, span)
+    scores = q_blocks @ k_band.transpose(-2, -1) * scale  # (..., nb, w, D) @ (..., nb, D, span)
+    weights = masked_softmax(scores, allowed)  # (..., nb, w, span)
+    context = (weights @ v_band).flatten(-3, -2)[..., :lq, :]  # (..., nb, w, Dv) -> (..., Lq, Dv)
+    if not return_weights:
+        return context, None
+    # Scatter the band back into a dense (Lq, Lk) matrix, only to look at it. Masked entries are exact
+    # zeros, so adding them at the clamped indices changes nothing.
+    index = j_safe[:, None, :].expand(weights.shape)
+    dense = weights.new_zeros(*weights.shape[:-1], lk).scatter_add(-1, index, weights)
+    return context, dense.flatten(-3, -2)[..., :lq, :]  # (..., Lq, Lk)

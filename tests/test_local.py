@@ -1,0 +1,354 @@
+"""Local attention: local-m and local-p (Luong et al. 2015) against global attention, and the banded
+sliding window against its dense reference (values and gradients, with masks)."""
+
+import math
+import re
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from attn_course import local
+from attn_course.attention import attend
+from attn_course.masking import causal_mask, padding_mask, window_mask
+
+F64 = torch.float64
+SEEDS = [0, 1, 2]
+
+
+def qkv(gen, lead, lq, lk, d=4, dv=3, dtype=F64, requires_grad=False):
+    return tuple(torch.randn(*lead, n, size, generator=gen, dtype=dtype, requires_grad=requires_grad)
+                 for n, size in ((lq, d), (lk, d), (lk, dv)))
+
+
+def random_mask(shape, gen, p=0.6):
+    return torch.rand(shape, generator=gen) < p
+
+
+# --- windows, Gaussian, predicted position ---------------------------------------------------------
+
+def test_window_around_keeps_2d_plus_1_keys_and_is_cut_at_the_ends():
+    positions = torch.tensor([0, 3, 9])
+    window = local.window_around(positions, 10, 2)  # (3, 10)
+    assert window.sum(-1).tolist() == [3, 5, 3]
+    assert window[1].nonzero().flatten().tolist() == [1, 2, 3, 4, 5]
+    real = local.window_around(torch.tensor([3.5]), 10, 2)
+    assert real[0].nonzero().flatten().tolist() == [2, 3, 4, 5]  # |s - 3.5| <= 2
+
+
+def test_gaussian_window_is_one_at_the_centre_and_exp_minus_two_at_the_edge():
+    g = local.gaussian_window(torch.tensor([4.0], dtype=F64), 10, 4)[0]
+    assert g[4] == 1.0
+    torch.testing.assert_close(g[[0, 8]], torch.full((2,), math.exp(-2), dtype=F64))
+    assert g.dtype == F64
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_predict_position_is_eq_9_and_stays_inside_the_sentence(seed):
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(3, 5, 6, generator=gen, dtype=F64)
+    W_p, v_p = 2 * torch.randn(4, 6, generator=gen, dtype=F64), 3 * torch.randn(4, generator=gen, dtype=F64)
+    p = local.predict_position(h, W_p, v_p, 11)
+    assert p.shape == (3, 5)
+    expected = torch.stack([torch.stack([11 * torch.sigmoid(v_p @ torch.tanh(W_p @ h_t)) for h_t in row])
+                            for row in h])
+    torch.testing.assert_close(p, expected)
+    assert (p > 0).all() and (p < 11).all()
+    lengths = torch.tensor([4, 11, 7])
+    per_sentence = local.predict_position(h, W_p, v_p, lengths)
+    torch.testing.assert_close(per_sentence, expected / 11 * lengths[:, None])
+
+
+def test_predicted_positions_have_a_gradient_through_the_gaussian():
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(2, 4, 5, generator=gen, dtype=F64)
+    W_p = torch.randn(3, 5, generator=gen, dtype=F64, requires_grad=True)
+    v_p = torch.randn(3, generator=gen, dtype=F64, requires_grad=True)
+    q, k, v = qkv(gen, (2,), 4, 9)
+    p = local.predict_position(h, W_p, v_p, 9)
+    context, _ = local.local_p(q, k, v, p, 2)
+    context.sum().backward()
+    assert W_p.grad.abs().sum() > 0 and v_p.grad.abs().sum() > 0
+    assert torch.isfinite(W_p.grad).all()
+
+
+# --- local-m -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("lq", "lk"), [(6, 6), (4, 9), (9, 4), (1, 1)])
+def test_local_m_with_a_window_covering_the_sentence_is_global_attention(seed, lq, lk):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2,), lq, lk)
+    mask = random_mask((2, lq, lk), gen)
+    for half_width in (lk - 1, lk + 5):  # D >= S - 1: every p_t in [0, S-1] sees every key
+        got = local.local_m(q, k, v, half_width, mask=mask)
+        torch.testing.assert_close(got, attend(q, k, v, mask=mask))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_local_m_is_the_sliding_window_with_window_d_plus_1(seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2, 3), 11, 11)
+    for half_width in (0, 1, 3):
+        context, weights = local.local_m(q, k, v, half_width)
+        ref_context, ref_weights = local.sliding_window_attention(q, k, v, half_width + 1, return_weights=True)
+        torch.testing.assert_close((context, weights), (ref_context, ref_weights))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_local_m_weights_live_in_the_window_and_sum_to_one(seed):
+    gen = torch.Generator().manual_seed(seed)
+    scores = 3 * torch.randn(2, 9, 6, generator=gen, dtype=F64)
+    weights = local.local_m_weights(scores, 1)
+    p = torch.arange(9).clamp(max=5)  # held at the last source word
+    inside = (torch.arange(6) - p[:, None]).abs() <= 1
+    assert torch.all(weights[:, ~inside] == 0) and torch.all(weights[:, inside] > 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 9, dtype=F64))
+    # inside the window the weights are the softmax over the window's scores
+    row = scores[0, 3, 2:5]
+    torch.testing.assert_close(weights[0, 3, 2:5], torch.softmax(row, -1))
+
+
+def test_local_m_accepts_explicit_positions_and_a_mask():
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(2, 3, 8, generator=gen)
+    positions = torch.tensor([[0, 7, 4], [2, 2, 2]])
+    mask = padding_mask(torch.tensor([8, 3]))  # (2, 1, 8)
+    weights = local.local_m_weights(scores, 1, positions, mask=mask)
+    assert weights[0, 1].nonzero().flatten().tolist() == [6, 7]
+    assert weights[1, 0].nonzero().flatten().tolist() == [1, 2]  # key 3 is padding
+    assert torch.all(weights[1, :, 3:] == 0)
+
+
+# --- local-p -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_local_p_with_a_covering_window_is_global_attention_times_the_gaussian(seed):
+    """What is exactly true: with D >= S the window holds every key, so the softmax is global attention's,
+    and local-p's weights are global weights times the Gaussian (which never becomes 1 everywhere)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2,), 5, 7)
+    positions = 7 * torch.rand(2, 5, generator=gen, dtype=F64)
+    mask = random_mask((2, 1, 7), gen)
+    half_width = 7
+    context, weights = local.local_p(q, k, v, positions, half_width, mask=mask)
+    _, global_weights = attend(q, k, v, mask=mask)
+    expected = global_weights * local.gaussian_window(positions, 7, half_width)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(context, expected @ v)
+    assert (weights.sum(-1)[mask.any(-1).expand(2, 5)] < 1).all()  # the Gaussian takes its share
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_local_p_approaches_global_attention_as_the_window_grows(seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2,), 4, 10)
+    positions = 10 * torch.rand(2, 4, generator=gen, dtype=F64)
+    errors = [(local.local_p(q, k, v, positions, d)[1] - attend(q, k, v)[1]).abs().max().item()
+              for d in (10, 100, 1000, 10_000)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-6  # 1 - exp(-S² / (2σ²)) with σ = 5000
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_local_p_weights_are_the_window_softmax_times_the_gaussian(seed):
+    gen = torch.Generator().manual_seed(seed)
+    scores = 2 * torch.randn(3, 4, 12, generator=gen, dtype=F64)
+    positions = 12 * torch.rand(3, 4, generator=gen, dtype=F64)
+    weights = local.local_p_weights(scores, positions, 3)
+    for b in range(3):
+        for t in range(4):
+            p = positions[b, t].item()
+            keys = [s for s in range(12) if abs(s - p) <= 3]
+            soft = torch.softmax(scores[b, t, keys], -1)
+            gauss = torch.exp(-((torch.tensor(keys, dtype=F64) - p) ** 2) / (2 * 1.5**2))
+            expected = torch.zeros(12, dtype=F64)
+            expected[keys] = soft * gauss
+            torch.testing.assert_close(weights[b, t], expected)
+
+
+def test_local_p_module_predicts_positions_inside_each_sentence_and_learns():
+    torch.manual_seed(0)
+    module = local.LocalPAttention(hidden_size=6, attn_size=5, half_width=2)
+    gen = torch.Generator().manual_seed(5)
+    h = torch.randn(2, 3, 6, generator=gen)
+    keys, values = torch.randn(2, 8, 6, generator=gen), torch.randn(2, 8, 4, generator=gen)
+    lengths = torch.tensor([8, 5])
+    context, weights, positions = module(h, keys, values, source_lengths=lengths)
+    assert context.shape == (2, 3, 4) and weights.shape == (2, 3, 8) and positions.shape == (2, 3)
+    assert (positions[1] < 5).all() and torch.all(weights[1, :, 5:] == 0)
+    context.square().sum().backward()
+    assert module.W_p.weight.grad.abs().sum() > 0 and module.v_p.weight.grad.abs().sum() > 0
+    assert not hasattr(module, "weights")  # returned, never stashed
+
+
+# --- the sliding window ------------------------------------------------------------------------------
+
+def _parity(q, k, v, window, causal, mask, atol):
+    outputs = []
+    for impl in ("reference", "banded"):
+        inputs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+        context, weights = local.sliding_window_attention(*inputs, window, causal=causal, mask=mask,
+                                                          impl=impl, return_weights=True)
+        probe = torch.linspace(-1, 1, context.numel(), dtype=context.dtype).view_as(context)
+        ((context * probe).sum() + weights.square().sum()).backward()
+        outputs.append((context, weights, *(x.grad for x in inputs)))
+    for name, ref, fast in zip(("context", "weights", "dq", "dk", "dv"), *outputs):
+        torch.testing.assert_close(fast, ref, atol=atol, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("lq", "lk", "window"), [
+    (16, 16, 4), (13, 13, 4), (10, 10, 1), (9, 9, 2), (7, 7, 7), (6, 6, 50), (5, 12, 3), (12, 5, 3), (1, 1, 1),
+])
+def test_banded_equals_the_reference_forward_and_backward_with_masks(seed, causal, lq, lk, window):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2, 3), lq, lk)
+    lengths = torch.randint(1, lk + 1, (2,), generator=gen)
+    for mask in (None, padding_mask(lengths, lk)[:, None], random_mask((2, 1, lq, lk), gen), random_mask((lk,), gen)):
+        _parity(q, k, v, window, causal, mask, atol=1e-10)
+
+
+def test_banded_parity_in_float32_with_fully_masked_rows():
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = qkv(gen, (2,), 20, 20, d=8, dv=8, dtype=torch.float32)
+    mask = random_mask((2, 20, 20), gen)
+    mask[0, 3] = False  # query 3 of batch 0 may attend nothing: zeros, not NaN, in both
+    _parity(q, k, v, 5, False, mask, atol=1e-5)
+    context = local.sliding_window_attention(q, k, v, 5, mask=mask, impl="banded")
+    assert torch.all(context[0, 3] == 0)
+
+
+@pytest.mark.parametrize("impl", local.IMPLS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_window_as_wide_as_the_sequence_is_global_attention(impl, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2,), 9, 9)
+    mask = padding_mask(torch.tensor([9, 4]))
+    torch.testing.assert_close(local.sliding_window_attention(q, k, v, 9, mask=mask, impl=impl),
+                               attend(q, k, v, mask=mask)[0])
+    torch.testing.assert_close(local.sliding_window_attention(q, k, v, 9, causal=True, impl=impl),
+                               attend(q, k, v, mask=causal_mask(9))[0])
+
+
+@pytest.mark.parametrize("impl", local.IMPLS)
+def test_sliding_window_weights_stay_in_the_band(impl):
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = qkv(gen, (1,), 15, 15)
+    for causal in (False, True):
+        _, weights = local.sliding_window_attention(q, k, v, 3, causal=causal, impl=impl, return_weights=True)
+        band = window_mask(15, window=3, causal=causal)
+        assert torch.all(weights[0][~band] == 0) and torch.all(weights[0][band] > 0)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(1, 15, dtype=F64))
+
+
+@pytest.mark.parametrize("impl", local.IMPLS)
+def test_causal_sliding_window_ignores_the_future_and_the_far_past(impl):
+    gen = torch.Generator().manual_seed(9)
+    q, k, v = qkv(gen, (2,), 12, 12)
+    before = local.sliding_window_attention(q, k, v, 3, causal=True, impl=impl)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, 8:], v2[:, 8:] = 5.0, -5.0  # the future of t = 7
+    k2[:, :5], v2[:, :5] = 5.0, -5.0  # more than 2 steps back from t = 7
+    after = local.sliding_window_attention(q, k2, v2, 3, causal=True, impl=impl)
+    torch.testing.assert_close(after[:, 7], before[:, 7])
+    assert not torch.allclose(after[:, 8], before[:, 8])
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest memory block (in elements) behind any tensor an operation returns; a view
+    such as ``expand`` shares its input's memory and costs nothing."""
+
+    def __enter__(self):
+        self.largest = 0
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.untyped_storage().nbytes() // t.element_size())
+        return out
+
+
+def test_banded_never_builds_an_l_by_l_matrix():
+    n, d, window = 512, 8, 16
+    q, k, v = (torch.randn(1, n, d) for _ in range(3))
+    mask = padding_mask(torch.tensor([500]), n)
+    with _LargestTensor() as banded:
+        local.sliding_window_attention(q, k, v, window, mask=mask, impl="banded")
+    with _LargestTensor() as reference:
+        local.sliding_window_attention(q, k, v, window, mask=mask, impl="reference")
+    assert reference.largest >= n * n
+    assert banded.largest <= n * (3 * window) < n * n // 8  # O(n·w): scores (n/w blocks, w, 3w - 2)
+
+
+def test_dtype_and_device_follow_the_inputs():
+    gen = torch.Generator().manual_seed(10)
+    q, k, v = qkv(gen, (1,), 6, 6)
+    for impl in local.IMPLS:
+        assert local.sliding_window_attention(q, k, v, 2, impl=impl).dtype == F64
+    assert local.local_p(q, k, v, torch.full((1, 6), 2.5, dtype=F64), 2)[1].dtype == F64
+    assert local.local_m(q.float(), k.float(), v.float(), 1)[1].dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_banded_parity_on_cuda():
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = (x.cuda() for x in qkv(gen, (2, 2), 33, 33))
+    mask = padding_mask(torch.tensor([33, 20]), 33)[:, None].cuda()
+    _parity(q, k, v, 4, True, mask, atol=1e-10)
+    positions = torch.full((2, 2, 33), 7.5, dtype=F64, device="cuda")
+    assert local.local_p(q, k, v, positions, 3)[1].device.type == "cuda"
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+def _x(*shape, dtype=torch.float32):
+    return torch.zeros(*shape, dtype=dtype)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 0),
+     ValueError, "window must be >= 1, got 0"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2.5),
+     TypeError, "window must be a whole number, got float"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="flash"),
+     ValueError, "impl must be one of 'reference', 'banded', got 'flash'"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 3), _x(1, 4, 2), 2),
+     ValueError, "q and k must have the same feature size D"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, mask=torch.ones(3, 3).bool()),
+     ValueError, "mask of shape (3, 3) does not broadcast to the scores' shape (1, 4, 4)"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, causal=1),
+     TypeError, "causal must be True or False, got int"),
+    (lambda: local.local_m(_x(1, 4, 2), _x(1, 6, 2), _x(1, 6, 2), -1),
+     ValueError, "half_width must be >= 0, got -1"),
+    (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([[0, 1, 6], [0, 1, 2]])),
+     ValueError, "positions must lie inside the sequence, between 0 and 5 (S = 6), got values from 0 to 6"),
+    (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([0.0, 1.0, 2.0])),
+     TypeError, "positions must be an integer tensor"),
+    (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([[0, 1], [0, 1]])),
+     ValueError, "positions must have shape (..., Lq) = (2, 3) (one position per query), got shape (2, 2)"),
+    (lambda: local.local_p_weights(_x(2, 3, 6), torch.full((2, 3), 6.5), 2),
+     ValueError, "positions must lie inside the sequence, between 0 and 6 (S = 6), got values from 6.5 to 6.5"),
+    (lambda: local.local_p_weights(_x(2, 3, 6), torch.full((2, 3), float("nan")), 2),
+     ValueError, "positions must lie inside the sequence"),
+    (lambda: local.local_p_weights(_x(2, 3, 6), torch.full((2, 3), 1.0), 0),
+     ValueError, "half_width must be >= 1, got 0"),
+    (lambda: local.local_p_weights(_x(6), torch.full((1,), 1.0), 1),
+     ValueError, "scores must have shape (..., Lq, S), at least 2 dimensions, got shape (6,)"),
+    (lambda: local.local_p(_x(1, 4, 2), _x(1, 6, 2), _x(1, 5, 2), torch.ones(1, 4), 2),
+     ValueError, "k and v must have the same number of keys Lk"),
+    (lambda: local.predict_position(_x(2, 3, 5), _x(4, 6), _x(4), 7),
+     ValueError, "W_p and h must have the same state size Hd"),
+    (lambda: local.predict_position(_x(2, 3, 5), _x(4, 5), _x(3), 7),
+     ValueError, "W_p and v_p must have the same predictor size A"),
+    (lambda: local.predict_position(_x(2, 3, 5), _x(4, 5), _x(4), 0),
+     ValueError, "source_len must be >= 1, got 0"),
+    (lambda: local.predict_position(_x(2, 3, 5), _x(4, 5), _x(4), torch.tensor([3, 4, 5])),
+     ValueError, "source_len must be an int or a tensor of shape (2,)"),
+])
+def test_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call()
