@@ -30,22 +30,35 @@ def check_mask(mask, scores: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {tuple(scores.shape)}"
         )
+    if mask.device != scores.device:
+        raise ValueError(
+            f"mask is on {mask.device} but the scores are on {scores.device}; build the mask on the scores' "
+            "device, e.g. causal_mask(L, device=scores.device)"
+        )
     return mask
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1) -> torch.Tensor:
     """Softmax of ``scores`` over ``dim``, giving weight exactly 0 where ``mask`` is False.
 
-    scores: (..., Lq, Lk); mask: boolean, broadcastable to scores, True = may attend.
-    A row whose keys are all masked gets zeros, not NaN. Works in fp16 and bf16.
+    ``weights_ij = m_ij exp(s_ij) / sum_k m_ik exp(s_ik)``, and 0 for a row with no allowed key (m = 0
+    everywhere). Vaswani et al. (2017, section 3.2.3) set the scores of illegal connections to -inf before
+    the softmax; here they are set to ``torch.finfo(scores.dtype).min`` instead, the
+    most negative finite number of the dtype, so a fully-masked row cannot turn into 0/0 = NaN.
+
+    scores: (..., Lq, Lk); mask: boolean, broadcastable to scores, on the same device, True = may attend.
+    Returns weights of the scores' shape, dtype and device. Works in fp16 and bf16, and its gradient is
+    finite (zero on masked scores) even for a fully-masked row.
     """
     _checks.tensor("scores", scores)
     if mask is None:
         return torch.softmax(scores, dim=dim)
     check_mask(mask, scores)
+    # finfo.min, not -1e9 (becomes -inf in fp16) nor -inf (a fully-masked row would give 0/0 = NaN):
+    # exp(finfo.min - max) is exactly 0 whenever the row has one allowed score.
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(filled, dim=dim)
-    # A fully-masked row softmaxes to uniform weights over nothing: zero it instead.
+    # A fully-masked row softmaxes to uniform weights over keys it may not see: zero it instead.
     return weights.masked_fill(~mask, 0.0)
 
 
@@ -79,7 +92,9 @@ def causal_mask(lq: int, lk: int | None = None, *, device=None) -> torch.Tensor:
     """Causal mask: query i may attend key j only if ``j <= i`` (nothing from the future).
 
     Returns a boolean (Lq, Lk) mask (Lk defaults to Lq), the lower triangle, aligned top-left as in
-    ``F.scaled_dot_product_attention(..., is_causal=True)``.
+    ``F.scaled_dot_product_attention(..., is_causal=True)``: query i sees keys 0..i also when Lq != Lk.
+    The decoder's self-attention of Vaswani et al. (2017, section 3.2.3) uses it so that a position is
+    predicted from the positions before it only.
     """
     _checks.number("lq", lq, integer=True, minimum=1, strict=False)
     lk = lq if lk is None else lk
@@ -97,6 +112,8 @@ def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = F
     So ``window`` counts the positions a query sees on each side, itself included: window=1 is "only
     yourself", and a window as long as the sequence is global (or plain causal) attention. A causal query
     sees ``window`` keys, a bidirectional one up to ``2 * window - 1``. Returns a boolean (Lq, Lk) mask.
+    Longformer (Beltagy et al. 2020) uses the bidirectional window, Mistral 7B (Jiang et al. 2023) the
+    causal one.
     """
     _checks.number("lq", lq, integer=True, minimum=1, strict=False)
     lk = lq if lk is None else lk
@@ -124,6 +141,9 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise TypeError(f"mask {index} must be a boolean torch.Tensor (True = may attend), got {got}")
+        if result is not None and mask.device != result.device:
+            raise ValueError(f"masks must be on one device, got mask {index} on {mask.device} and the ones "
+                             f"before it on {result.device}")
         shapes.append(tuple(mask.shape))
         try:
             result = mask if result is None else result & mask
