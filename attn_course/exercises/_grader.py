@@ -55,6 +55,8 @@ class Exercise:
     diagnose_first: the output whose errors cause the others' (the weights, usually), reported first.
     error_hints: (text, hint) pairs: when the learner's exception message contains ``text``, show ``hint``.
     They come before the general hints (``ERROR_HINTS``), so an exercise can say what is likelier for it.
+    gradients: names of arguments whose gradients (of the first output) are checked too, once the outputs
+    are right (for exercises about what gradients do: a detached input, a loss built from ``.item()``).
     """
 
     id: str
@@ -67,6 +69,7 @@ class Exercise:
     rtol: float = 1e-4
     atol: float = 1e-5
     error_hints: tuple[tuple[str, str], ...] = ()
+    gradients: tuple[str, ...] = ()
 
     @property
     def arg_names(self) -> list[str]:
@@ -245,6 +248,64 @@ def _matching_mistake(ex: Exercise, cases: list[Case], outputs: list, failing: i
     return best if best_score >= 0 else None
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _raising_mistake(ex: Exercise, case: Case, err: BaseException) -> Mistake | None:
+    """The known mistake that raises the same exception, with the same message, on this case (e.g. a
+    ``masked_fill(-1e9)`` in float16, which torch refuses)."""
+    for mistake in ex.mistakes:
+        for variant in mistake.variants:
+            _, variant_err, _ = _run(variant, case.args)
+            if type(variant_err) is type(err) and _first_line(variant_err) == _first_line(err):
+                return mistake
+    return None
+
+
+def _gradient_problem(ex: Exercise, fn: Callable, case: Case) -> tuple[str, str] | None:
+    """Compare the gradients that reach the arguments named in ``ex.gradients`` (of a fixed random
+    projection of the first output) with the reference's. Returns (message, hint) or None."""
+    names = ex.arg_names
+    watched = [i for i, name in enumerate(names) if name in ex.gradients
+               and isinstance(case.args[i], torch.Tensor) and case.args[i].is_floating_point()]
+
+    def gradients(f):
+        args = [a.detach().clone().requires_grad_(i in watched) if isinstance(a, torch.Tensor) else a
+                for i, a in enumerate(case.args)]
+        first = _as_tuple(f(*args), len(ex.outputs))[0]  # the main result: the loss, the context...
+        if not (isinstance(first, torch.Tensor) and first.requires_grad):
+            return None
+        weights = torch.randn(first.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        total = (first * weights.to(first)).sum()
+        grads = torch.autograd.grad(total, [args[i] for i in watched], allow_unused=True)
+        return [torch.zeros_like(args[i]) if g is None else g for i, g in zip(watched, grads)]
+
+    expected = gradients(ex.reference)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = gradients(fn)
+    except (Exception, SystemExit) as err:
+        return f"computing gradients through your function raised {type(err).__name__}: {_first_line(err)}", None
+    if got is None and expected is not None:
+        return ("no gradient flows back through your result",
+                "it was cut from the graph: `.item()`, `torch.tensor(...)` or `.detach()` on the part that "
+                "needs a gradient builds a constant")
+    for i, g, e in zip(watched, got or (), expected or ()):
+        name = names[i]
+        if not torch.allclose(g, e, rtol=ex.rtol, atol=ex.atol):
+            if bool((e == 0).all()):
+                return (f"a gradient reaches `{name}`, which the reference treats as a constant",
+                        f"detach it: `{name}.detach()`, so that training does not push on it")
+            if bool((g == 0).all()):
+                return (f"no gradient reaches `{name}`",
+                        f"`{name}` was detached (or used through `.item()`); the loss must depend on it")
+            return f"the gradient with respect to `{name}` differs from the reference", None
+    return None
+
+
 def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
     """Grade ``fn`` against ``ex`` on fresh random inputs (or on ``seed``'s, to reproduce a run)."""
 
@@ -267,7 +328,12 @@ def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
             return result("not attempted", "not attempted yet: replace the `raise NotImplementedError` line "
                                            "with your code, run that cell, then run this one again")
         if err is not None:
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            msg = _first_line(err)
+            mistake = _raising_mistake(ex, case, err)
+            if mistake is not None:
+                return result("mistake", f"{mistake.name} (your function raised {type(err).__name__} on the "
+                                         f"case '{case.label}')", hint=mistake.hint, mistake=mistake.name,
+                              case=case.label)
             hint = _error_hint(ex, msg)
             return result("error", f"your function raised {type(err).__name__}"
                                    f"{': ' + msg if msg else ''} (on the case '{case.label}')",
@@ -290,4 +356,10 @@ def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
             return result("mistake", f"{mistake.name} (seen on the case '{case.label}')", hint=mistake.hint,
                           mistake=mistake.name, case=case.label, cases_run=labels)
         return result("wrong", f"{problem} (on the case '{case.label}')", case=case.label, cases_run=labels)
+    for case in cases if ex.gradients else ():
+        problem = _gradient_problem(ex, fn, case)
+        if problem is not None:
+            message, hint = problem
+            return result("wrong", f"{message} (on the case '{case.label}')", hint=hint, case=case.label,
+                          cases_run=labels)
     return result("passed", f"correct on all {len(cases)} test cases ({', '.join(labels)})", cases_run=labels)
