@@ -3,8 +3,12 @@
 One module per concept (see the book's introduction for which chapter uses which):
 
 - ``runtime``    seeding, device and thread count for notebooks (``runtime.setup``)
-- ``masking``    the boolean mask convention and a masked softmax that is safe on fully-masked rows
-- ``attention``  the functional core: softmax with temperature, soft and hard lookup, ``attend``
+- ``masking``    padding, causal and window masks (True = may attend) and a masked softmax that is safe on
+                 fully-masked rows and in fp16/bf16
+- ``scoring``    score functions: dot, scaled dot, general, additive (Bahdanau) and concat (Luong)
+- ``attention``  the functional core: softmax with temperature, soft and hard lookup, ``attend``; hard
+                 attention, Gumbel-softmax, straight-through and the REINFORCE loss
+- ``local``      Luong's local-m and local-p attention, and sliding-window attention
 - ``pooling``    attention pooling (Nadaraya-Watson kernel regression)
 - ``seq2seq``    a small GRU encoder-decoder, with or without attention
 - ``data``       datasets the project generates itself (nothing is downloaded)
