@@ -122,9 +122,12 @@ def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = F
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
     device = _device_of(device)
-    offset = torch.arange(lq, device=device)[:, None] - torch.arange(lk, device=device)[None, :]  # i - j
-    allowed = offset.abs() < window
-    return allowed & (offset >= 0) if causal else allowed
+    # Compare (Lq, 1) bounds with a (1, Lk) row: only boolean (Lq, Lk) tensors are built, never an int64
+    # matrix of offsets (8 bytes per entry, eight times the mask itself).
+    i = torch.arange(lq, device=device)[:, None]
+    j = torch.arange(lk, device=device)[None, :]
+    upper = j <= i if causal else j < i + window
+    return (j > i - window) & upper
 
 
 def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
