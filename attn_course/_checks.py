@@ -7,6 +7,7 @@ value) and names what was expected and what came.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -21,12 +22,13 @@ def tensor(name: str, x, *, ndim: int | Sequence[int] | None = None, kind: str =
     if kind == "float" and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if kind == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
-        raise TypeError(f"{name} must be an integer tensor (token ids), got dtype {x.dtype}")
+        raise TypeError(f"{name} must be an integer tensor, got dtype {x.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.dim() not in allowed:
             want = " or ".join(str(n) for n in allowed)
-            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
+            plural = "" if allowed == (1,) else "s"
+            raise ValueError(f"{name} must have {want} dimension{plural}, got shape {tuple(x.shape)}")
     return x
 
 
@@ -42,6 +44,11 @@ def same_size(name_a: str, a: torch.Tensor, dim_a: int, name_b: str, b: torch.Te
 def number(name: str, value, *, integer: bool = False, minimum: float | None = None, strict: bool = True):
     """Check that a scalar setting is a finite number (a whole number if ``integer``), above ``minimum``
     (or at least ``minimum`` when ``strict`` is False)."""
+    if integer and not isinstance(value, bool):
+        try:  # a NumPy integer or a 0-d integer tensor (e.g. lengths.max()) is a whole number too
+            value = operator.index(value)
+        except TypeError:
+            pass
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         want = "a whole number" if integer else "a number"

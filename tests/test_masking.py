@@ -183,8 +183,8 @@ def test_padding_mask_accepts_any_integer_lengths(dtype):
 
 @pytest.mark.parametrize(("lengths", "max_len", "error", "message"), [
     ([2, 3], 4, TypeError, "lengths must be a torch.Tensor, got list"),
-    (torch.tensor([2.0, 3.0]), 4, TypeError, "lengths must be an integer tensor (token ids), got dtype torch.float32"),
-    (torch.tensor([[2, 3]]), 4, ValueError, "lengths must have 1 dimensions, got shape (1, 2)"),
+    (torch.tensor([2.0, 3.0]), 4, TypeError, "lengths must be an integer tensor, got dtype torch.float32"),
+    (torch.tensor([[2, 3]]), 4, ValueError, "lengths must have 1 dimension, got shape (1, 2)"),
     (torch.tensor([2, 5]), 4, ValueError, "lengths must lie between 0 and max_len=4, got [2, 5]"),
     (torch.tensor([-1, 2]), 4, ValueError, "lengths must lie between 0 and max_len=4, got [-1, 2]"),
     (torch.tensor([2, 3]), 4.0, TypeError, "max_len must be a whole number, got float"),

@@ -84,7 +84,7 @@ def test_short_training_run_lowers_the_loss(attention, one_thread):
 
 def test_float_token_ids_are_a_type_error():
     model = make_model(False)
-    with pytest.raises(TypeError, match=r"src must be an integer tensor \(token ids\), got dtype torch.float32"):
+    with pytest.raises(TypeError, match=r"src must be an integer tensor, got dtype torch.float32"):
         model(torch.full((2, 3), 2.0), torch.full((2, 3), 2))
     with pytest.raises(TypeError, match="tgt_in must be an integer tensor"):
         model(torch.full((2, 3), 2), torch.full((2, 3), 2.0))
