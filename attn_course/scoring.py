@@ -52,24 +52,50 @@ def _check_qk(q, k, same_size: bool) -> None:
                          f"{tuple(q.shape)} and {tuple(k.shape)}") from None
 
 
-def _check_weight(name: str, w, shape: tuple[int, ...], meaning: str, like: torch.Tensor,
-                  note: str = "") -> None:
+def _check_weight(name: str, w, shape: tuple[int, ...], meaning: str, like: torch.Tensor) -> None:
     """Check one parameter tensor: floating point, the inputs' dtype, and exactly ``shape``."""
     _checks.tensor(name, w)
     if tuple(w.shape) != shape:
-        raise ValueError(f"{name} must have shape {meaning} = {shape} for these q and k{note}, "
-                         f"got {tuple(w.shape)}")
+        raise ValueError(f"{name} must have shape {meaning} = {shape} for these q and k, got {tuple(w.shape)}")
     if w.dtype != like.dtype:
         raise TypeError(f"{name} must have the inputs' dtype {like.dtype}, got {w.dtype}")
 
 
-def _check_v(v, like: torch.Tensor) -> torch.Tensor:
-    """Check additive's output weights: a vector (A,) in the inputs' dtype; A sets the hidden size."""
-    _checks.tensor("v", v)
-    if v.dim() != 1:
-        raise ValueError(f"v must have shape (A,), one weight per hidden unit, got {tuple(v.shape)}")
-    _check_weight("v", v, tuple(v.shape), "(A,)", like)
-    return v
+def _attn_size(**weights: torch.Tensor) -> int:
+    """The hidden size A that additive's weights agree on: the first dimension shared by most of them.
+
+    With W_q: (A, D), W_k: (A, Dk) and v: (A,), the odd one out is then the one named in the error, rather
+    than whichever was checked first. Without a majority, say that they disagree.
+    """
+    sizes = {name: w.size(0) for name, w in weights.items()}
+    counts = {a: list(sizes.values()).count(a) for a in sizes.values()}
+    best = max(counts.values())
+    if best * 2 <= len(sizes):  # no majority: all different (or a 1-1 tie)
+        shapes = ", ".join(f"{name} {tuple(w.shape)}" for name, w in weights.items())
+        raise ValueError(f"{', '.join(sizes)} must share the attention size A (their first dimension), "
+                         f"got {shapes}")
+    return next(a for a, n in counts.items() if n == best)
+
+
+def _check_additive_weights(q, k, **weights: torch.Tensor) -> int:
+    """Check additive's (or concat's) weights against q and k; return the attention size A.
+
+    Each weight is checked for kind and number of dimensions first, then A is taken from the weights that
+    agree (``_attn_size``), so a wrong size is blamed on the weight that has it.
+    """
+    wanted = {"W_q": ("(A, D)", (q.size(-1),)), "W_k": ("(A, Dk)", (k.size(-1),)), "v": ("(A,)", ()),
+              "W": ("(A, D + Dk)", (q.size(-1) + k.size(-1),))}
+    for name, w in weights.items():
+        _checks.tensor(name, w)
+        meaning, rest = wanted[name]
+        if w.dim() != 1 + len(rest):
+            what = ", one weight per hidden unit" if name == "v" else ""
+            raise ValueError(f"{name} must have shape {meaning}{what}, got {tuple(w.shape)}")
+    attn_size = _attn_size(**weights)
+    for name, w in weights.items():
+        meaning, rest = wanted[name]
+        _check_weight(name, w, (attn_size, *rest), meaning, q)
+    return attn_size
 
 
 # --- the functional core -------------------------------------------------------------------------------
@@ -123,9 +149,7 @@ def additive_score(q: torch.Tensor, k: torch.Tensor, W_q: torch.Tensor, W_k: tor
     with A, unlike the dot-product scores.
     """
     _check_qk(q, k, same_size=False)
-    attn_size = _check_v(v, q).size(0)
-    _check_weight("W_q", W_q, (attn_size, q.size(-1)), "(A, D)", q, note=" (A = len(v))")
-    _check_weight("W_k", W_k, (attn_size, k.size(-1)), "(A, Dk)", q, note=" (A = len(v))")
+    _check_additive_weights(q, k, W_q=W_q, W_k=W_k, v=v)
     queries = q @ W_q.transpose(-2, -1)  # (..., Lq, D) @ (D, A) -> (..., Lq, A)
     keys = k @ W_k.transpose(-2, -1)  # (..., Lk, Dk) @ (Dk, A) -> (..., Lk, A)
     hidden = torch.tanh(queries.unsqueeze(-2) + keys.unsqueeze(-3))  # (..., Lq, 1, A) + (..., 1, Lk, A)
@@ -140,9 +164,8 @@ def concat_score(q: torch.Tensor, k: torch.Tensor, W: torch.Tensor, v: torch.Ten
     ``additive_score(q, k, W[:, :D], W[:, D:], v)``, computed that way to avoid building every [q_i; k_j].
     """
     _check_qk(q, k, same_size=False)
-    v = _check_v(v, q)
-    d, dk = q.size(-1), k.size(-1)
-    _check_weight("W", W, (v.size(0), d + dk), "(A, D + Dk)", q, note=" (A = len(v))")
+    _check_additive_weights(q, k, W=W, v=v)
+    d = q.size(-1)
     return additive_score(q, k, W[:, :d], W[:, d:], v)
 
 
@@ -152,6 +175,24 @@ def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
     """A parameter drawn like nn.Linear's weights, U(-1/√fan_in, 1/√fan_in); seed torch to repeat it."""
     bound = 1.0 / math.sqrt(fan_in)
     return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+def _check_module_inputs(module: nn.Module, q, k) -> None:
+    """Say what a learned score was built for when its inputs do not fit it: the feature sizes given to
+    the constructor, and the parameters' dtype (convert the module, or the inputs)."""
+    name = type(module).__name__
+    for arg, x, size_name, what in (("q", q, "query_size", "queries"), ("k", k, "key_size", "keys")):
+        _checks.tensor(arg, x)
+        built = getattr(module, size_name)
+        if x.dim() >= 1 and x.size(-1) != built:
+            raise ValueError(f"{name} was built for {size_name}={built}, got {what} of size {x.size(-1)} "
+                             f"({arg} has shape {tuple(x.shape)})")
+    dtype = next(module.parameters()).dtype
+    for arg, x in (("q", q), ("k", k)):
+        if x.dtype != dtype:
+            raise TypeError(f"{name}'s parameters are {dtype} but {arg} is {x.dtype}: convert the module "
+                            f"with module.to({x.dtype}) (e.g. module.double()), or the inputs with "
+                            f"{arg}.to({dtype})")
 
 
 class DotScore(nn.Module):
@@ -164,6 +205,9 @@ class DotScore(nn.Module):
 class ScaledDotScore(nn.Module):
     """``scaled_dot_score`` as a module (no parameters). forward(q (..., Lq, D), k (..., Lk, D))
     -> (..., Lq, Lk)."""
+
+    def extra_repr(self) -> str:
+        return "scale=1/sqrt(D)"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return scaled_dot_score(q, k)
@@ -179,9 +223,14 @@ class GeneralScore(nn.Module):
         super().__init__()
         _checks.positive("query_size", query_size, integer=True)
         _checks.positive("key_size", key_size, integer=True)
+        self.query_size, self.key_size = query_size, key_size
         self.W = _uniform(query_size, key_size, fan_in=key_size)
 
+    def extra_repr(self) -> str:
+        return f"query_size={self.query_size}, key_size={self.key_size}"
+
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        _check_module_inputs(self, q, k)
         return general_score(q, k, self.W)
 
 
@@ -196,11 +245,16 @@ class AdditiveScore(nn.Module):
         super().__init__()
         for name, size in (("query_size", query_size), ("key_size", key_size), ("attn_size", attn_size)):
             _checks.positive(name, size, integer=True)
+        self.query_size, self.key_size, self.attn_size = query_size, key_size, attn_size
         self.W_q = _uniform(attn_size, query_size, fan_in=query_size)
         self.W_k = _uniform(attn_size, key_size, fan_in=key_size)
         self.v = _uniform(attn_size, fan_in=attn_size)
 
+    def extra_repr(self) -> str:
+        return f"query_size={self.query_size}, key_size={self.key_size}, attn_size={self.attn_size}"
+
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        _check_module_inputs(self, q, k)
         return additive_score(q, k, self.W_q, self.W_k, self.v)
 
 
@@ -215,10 +269,15 @@ class ConcatScore(nn.Module):
         super().__init__()
         for name, size in (("query_size", query_size), ("key_size", key_size), ("attn_size", attn_size)):
             _checks.positive(name, size, integer=True)
+        self.query_size, self.key_size, self.attn_size = query_size, key_size, attn_size
         self.W = _uniform(attn_size, query_size + key_size, fan_in=query_size + key_size)
         self.v = _uniform(attn_size, fan_in=attn_size)
 
+    def extra_repr(self) -> str:
+        return f"query_size={self.query_size}, key_size={self.key_size}, attn_size={self.attn_size}"
+
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        _check_module_inputs(self, q, k)
         return concat_score(q, k, self.W, self.v)
 
 
@@ -229,14 +288,18 @@ def score_cost(kind: str, lq: int, lk: int, d: int, dk: int | None = None,
     """Parameters and work of one score matrix (Lq, Lk), for one sequence (multiply by B, and by H).
 
     kind: one of ``KINDS``; d: query size D; dk: key size Dk (default D; dot and scaled_dot need Dk = D);
-    attn_size: hidden size A of additive/concat (default D). Returns a dict of:
+    attn_size: hidden size A of additive/concat (default D; the other kinds have none and refuse it).
+    The counts start from the queries and keys as given: the dot products include no projection of their
+    own (a Transformer's W_Q, W_K are counted with its layers), additive and concat include W_q and W_k.
+    Returns a dict of:
 
     - ``params``: learned numbers (W: D·Dk; additive: A·D + A·Dk + A; concat the same);
     - ``mult_adds``: multiply-adds of the matrix products, counted as the functions here compute them:
       every projection once per query or per key (``W k_j`` and ``W_k k_j`` are not redone for each
       query), then Lq·Lk·D for a dot product or Lq·Lk·A for additive's ``vᵀ tanh(...)``;
     - ``flops``: 2 per multiply-add, plus 1 per other element-wise operation on an (Lq, Lk)-sized or
-      (Lq, Lk, A)-sized tensor (the 1/√D scaling; additive's broadcast add and its tanh);
+      (Lq, Lk, A)-sized tensor (the 1/√D scaling; additive's broadcast add and its tanh: counting a tanh
+      as 1 FLOP is a convention, it takes many instructions to evaluate);
     - ``memory``: number of elements of the largest tensor built, Lq·Lk for the scores, Lq·Lk·A for
       additive's hidden layer.
     """
@@ -245,6 +308,9 @@ def score_cost(kind: str, lq: int, lk: int, d: int, dk: int | None = None,
     for name, value in (("lq", lq), ("lk", lk), ("d", d)):
         _checks.positive(name, value, integer=True)
     dk = d if dk is None else _checks.positive("dk", dk, integer=True)
+    if attn_size is not None and kind not in ("additive", "concat"):
+        raise ValueError(f"attn_size is the hidden size of additive and concat; {kind} has no hidden layer, "
+                         f"so leave it out (got attn_size={attn_size!r})")
     a = d if attn_size is None else _checks.positive("attn_size", attn_size, integer=True)
     if kind in ("dot", "scaled_dot") and dk != d:
         raise ValueError(f"{kind} needs queries and keys of one size, got d={d} and dk={dk}")

@@ -187,7 +187,8 @@ def test_modules_call_the_functions_and_count_their_parameters(kind, make, dk):
     expected = getattr(scoring, f"{kind}_score")(q, k, *params.values())
     torch.testing.assert_close(module(q, k), expected)
     n_params = sum(p.numel() for p in module.parameters())
-    assert n_params == scoring.score_cost(kind, 3, 5, 4, dk=dk, attn_size=8)["params"]
+    attn = {"attn_size": 8} if kind in ("additive", "concat") else {}
+    assert n_params == scoring.score_cost(kind, 3, 5, 4, dk=dk, **attn)["params"]
 
 
 @pytest.mark.parametrize(("kind", "make", "dk"), MODULES[2:], ids=[m[0] for m in MODULES[2:]])
@@ -209,6 +210,29 @@ def test_module_sizes_are_checked():
         scoring.AdditiveScore(4, 6, 0)
     with pytest.raises(TypeError, match="key_size must be a whole number, got float"):
         scoring.GeneralScore(4, 6.0)
+
+
+@pytest.mark.parametrize(("kind", "make", "dk"), MODULES[2:], ids=[m[0] for m in MODULES[2:]])
+def test_modules_say_what_they_were_built_for(kind, make, dk):
+    torch.manual_seed(0)
+    module = make()
+    name = type(module).__name__
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 5, dk)
+    with pytest.raises(ValueError, match=re.escape(f"{name} was built for key_size={dk}, got keys of size 3")):
+        module(q, k[..., :3])
+    with pytest.raises(ValueError, match=re.escape(f"{name} was built for query_size=4, got queries of size 5")):
+        module(torch.randn(2, 3, 5), k)
+    with pytest.raises(TypeError, match=re.escape(f"{name}'s parameters are torch.float32 but q is torch.float64: "
+                                                   "convert the module with module.to(torch.float64)")):
+        module(q.double(), k.double())
+    torch.testing.assert_close(module.double()(q.double(), k.double()), module(q.double(), k.double()))
+
+
+def test_modules_show_their_sizes():
+    assert repr(scoring.GeneralScore(4, 6)) == "GeneralScore(query_size=4, key_size=6)"
+    assert repr(scoring.AdditiveScore(4, 6, 8)) == "AdditiveScore(query_size=4, key_size=6, attn_size=8)"
+    assert repr(scoring.ConcatScore(4, 6, 8)) == "ConcatScore(query_size=4, key_size=6, attn_size=8)"
+    assert repr(scoring.ScaledDotScore()) == "ScaledDotScore(scale=1/sqrt(D))"
 
 
 # --- what they cost -------------------------------------------------------------------------------------
@@ -238,6 +262,10 @@ def test_score_cost_defaults_and_errors():
         scoring.score_cost("dot", 0, 2, 3)
     with pytest.raises(TypeError, match="attn_size must be a whole number, got float"):
         scoring.score_cost("additive", 2, 2, 3, attn_size=2.0)
+    for kind in ("dot", "scaled_dot", "general"):
+        with pytest.raises(ValueError, match=f"attn_size is the hidden size of additive and concat; {kind} has "
+                                             "no hidden layer, so leave it out \\(got attn_size=4\\)"):
+            scoring.score_cost(kind, 2, 2, 3, attn_size=4)
 
 
 # --- bad input ------------------------------------------------------------------------------------------
@@ -263,17 +291,28 @@ BAD = [
      "W must have the inputs' dtype torch.float32, got torch.float64"),
     (lambda: scoring.general_score(Q, K6, None), TypeError, "W must be a torch.Tensor, got NoneType"),
     (lambda: scoring.additive_score(Q, K6, W_K, W_Q, V), ValueError,
-     "W_q must have shape (A, D) = (8, 4) for these q and k (A = len(v)), got (8, 6)"),
+     "W_q must have shape (A, D) = (8, 4) for these q and k, got (8, 6)"),
     (lambda: scoring.additive_score(Q, K6, W_Q, W_K.T, V), ValueError,
-     "W_k must have shape (A, Dk) = (8, 6) for these q and k (A = len(v)), got (6, 8)"),
+     "W_k must have shape (A, Dk) = (8, 6) for these q and k, got (6, 8)"),
+    # the weight with the odd attention size is the one blamed, whichever it is
     (lambda: scoring.additive_score(Q, K6, W_Q, W_K, V[:5]), ValueError,
-     "W_q must have shape (A, D) = (5, 4) for these q and k (A = len(v)), got (8, 4)"),
+     "v must have shape (A,) = (8,) for these q and k, got (5,)"),
+    (lambda: scoring.additive_score(Q, K6, W_Q[:5], W_K, V), ValueError,
+     "W_q must have shape (A, D) = (8, 4) for these q and k, got (5, 4)"),
+    (lambda: scoring.additive_score(Q, K6, W_Q, W_K[:5], V), ValueError,
+     "W_k must have shape (A, Dk) = (8, 6) for these q and k, got (5, 6)"),
+    (lambda: scoring.additive_score(Q, K6, W_Q[:3], W_K[:5], V), ValueError,
+     "W_q, W_k, v must share the attention size A (their first dimension), got W_q (3, 4), W_k (5, 6), v (8,)"),
+    (lambda: scoring.additive_score(Q, K6, W_Q[:, :, None], W_K, V), ValueError,
+     "W_q must have shape (A, D), got (8, 4, 1)"),
     (lambda: scoring.additive_score(Q, K6, W_Q, W_K, V[:, None]), ValueError,
      "v must have shape (A,), one weight per hidden unit, got (8, 1)"),
     (lambda: scoring.additive_score(Q, K6, W_Q, W_K, V.double()), TypeError,
      "v must have the inputs' dtype torch.float32, got torch.float64"),
     (lambda: scoring.concat_score(Q, K6, torch.randn(8, 9), V), ValueError,
-     "W must have shape (A, D + Dk) = (8, 10) for these q and k (A = len(v)), got (8, 9)"),
+     "W must have shape (A, D + Dk) = (8, 10) for these q and k, got (8, 9)"),
+    (lambda: scoring.concat_score(Q, K6, torch.randn(8, 10), V[:5]), ValueError,
+     "W, v must share the attention size A (their first dimension), got W (8, 10), v (5,)"),
 ]
 
 
@@ -312,3 +351,51 @@ def _additive_with_linear(q, k, W_q, W_k, v):
 def test_graders_accept_other_correct_solutions(exercise_id, solution, seed):
     result = check(exercise_id, solution, seed=seed)
     assert result.passed, str(result)
+
+
+# --- the graders' hints for the shape errors learners hit ------------------------------------------------
+
+def _sdpa_with(transpose):
+    def fn(q, k, v):
+        weights = torch.softmax(q @ transpose(k) / math.sqrt(q.size(-1)), dim=-1)
+        return weights @ v, weights
+    return fn
+
+
+@pytest.mark.parametrize(("exercise_id", "wrong"), [
+    ("scaled-dot-product", _sdpa_with(lambda k: k.T)),
+    ("scaled-dot-product", _sdpa_with(lambda k: k.transpose(1, 2))),
+    ("scaled-dot-product", _sdpa_with(lambda k: k.permute(0, 2, 1))),
+    ("general-score", lambda q, k, W: q @ W @ k.T),
+    ("general-score", lambda q, k, W: q @ W @ k.transpose(1, 2)),
+])
+def test_transposing_the_wrong_axes_gets_the_last_two_axes_hint(exercise_id, wrong):
+    result = check(exercise_id, wrong, seed=0)
+    assert result.status == "error", str(result)
+    assert "transpose the last two axes: k.transpose(-2, -1) (or k.mT)" in result.hint
+
+
+def _additive_pairing(pair, reduce=lambda hidden, v: hidden @ v):
+    def fn(q, k, W_q, W_k, v):
+        return reduce(torch.tanh(pair(q @ W_q.T, k @ W_k.T)), v)
+    return fn
+
+
+@pytest.mark.parametrize("wrong", [
+    _additive_pairing(lambda a, b: a[:, :, None, :] + b[:, None, :, :]),
+    _additive_pairing(lambda a, b: a.unsqueeze(2) + b.unsqueeze(1)),
+    _additive_pairing(lambda a, b: a[..., :, None, :] + b[..., None, :, :], lambda h, v: (h * v).sum(dim=3)),
+], ids=["index", "unsqueeze", "sum-over-dim-3"])
+def test_fixed_axes_get_the_index_from_the_end_hint(wrong):
+    result = check("additive-score", wrong, seed=0)
+    assert result.status == "error" and "no batch dimension" in result.case, str(result)
+    assert "index from the end, q[..., :, None, :] and k[..., None, :, :]" in result.hint
+
+
+def test_a_hand_written_softmax_without_keepdim_is_told_about_keepdim():
+    def no_keepdim(q, k, v):
+        e = (q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).exp()
+        weights = e / e.sum(dim=-1)
+        return weights @ v, weights
+
+    assert "keepdim=True" in check("scaled-dot-product", no_keepdim, seed=0).hint

@@ -94,3 +94,10 @@ def test_same_seed_same_additive_weights():
 def test_bad_settings(kwargs, error, message):
     with pytest.raises(error, match=message):
         widgets.scoring_explorer(**kwargs)
+
+
+def test_additive_parameters_are_drawn_as_documented():
+    add = widgets.scoring_explorer(attn_size=64).state["additive"]
+    bound = 1 / math.sqrt(2)  # W_q, W_k like an untrained AdditiveScore's, U(±1/√2)
+    assert add["W_q"].abs().max() <= bound and add["W_k"].abs().max() <= bound
+    assert add["v"].abs().max() > 1 / math.sqrt(64)  # v ~ N(0, 1), not AdditiveScore's U(±1/√A)

@@ -10,6 +10,18 @@ import torch
 from .. import attention, scoring
 from . import Case, Exercise, Mistake, register
 
+# Shape errors learners hit on the cases with a head axis (or with no batch axis), and what to do instead.
+TRANSPOSE_HINT = ("transpose the last two axes: k.transpose(-2, -1) (or k.mT), which works for any number of "
+                  "leading batch/head axes; index from the end. k.T reverses every axis, and k.transpose(1, 2) "
+                  "or k.permute(0, 2, 1) swap the wrong ones once there is a head axis.")
+_TRANSPOSE_ERRORS = (
+    ("number of dimensions in the tensor input does not match", TRANSPOSE_HINT),  # permute(0, 2, 1) on 4-D
+    ("must be a 3D tensor", "torch.bmm takes 3-D tensors only; use @ (torch.matmul), which broadcasts over any "
+                            "leading axes, with k.transpose(-2, -1)."),
+    ("no ellipsis was given", "start the einsum subscripts with '...' to cover any leading axes, e.g. "
+                              "'...qd,...kd->...qk'."),
+)
+
 
 def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
     return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
@@ -67,12 +79,20 @@ register(Exercise(
                 "value size v.size(-1).",
                 _sdpa_variant(scale=lambda q, k, v: 1 / math.sqrt(k.size(-2))),
                 _sdpa_variant(scale=lambda q, k, v: 1 / math.sqrt(v.size(-1)))),
-        Mistake("the softmax ran over the queries instead of the keys",
-                "each query's weights must sum to 1 over the keys: softmax over the last axis (dim=-1) of the "
-                "(..., Lq, Lk) scores.", _sdpa_variant(dim=-2)),
+        Mistake("the softmax ran over the wrong axis",
+                "each query's weights must sum to 1 over the keys: softmax over the last axis, dim=-1, of the "
+                "(..., Lq, Lk) scores. Count from the end: dim=0, 1 or 2 is the batch, a head axis or the "
+                "queries, depending on how many leading axes the inputs have.",
+                _sdpa_variant(dim=-2), _sdpa_variant(dim=0), _sdpa_variant(dim=1), _sdpa_variant(dim=2)),
         Mistake("the weights were scaled after the softmax",
                 "scale the scores, then take the softmax: weights = softmax(q @ kᵀ / √D). Scaling afterwards "
                 "leaves weights that no longer sum to 1.", _sdpa_variant(after=True)),
+    ),
+    error_hints=(
+        # q @ k.T or k.transpose(1, 2) on the cases with a head axis; keepdim for a hand-written softmax.
+        ("must match the size of tensor", "two shapes do not line up. For q @ kᵀ, " + TRANSPOSE_HINT
+         + " For a softmax written by hand, keep the summed axis: e.sum(dim=-1, keepdim=True)."),
+        *_TRANSPOSE_ERRORS,
     ),
 ))
 
@@ -99,10 +119,15 @@ def _additive_cases(gen):
     ]
 
 
-def _additive_variant(tanh=True, use_v=True, tanh_last=False, softmax=False):
+PAIR_HINT = ("the inputs may have no batch axis or several: index from the end, q[..., :, None, :] and "
+             "k[..., None, :, :] (or .unsqueeze(-2) and .unsqueeze(-3) of the projected queries and keys), "
+             "so that every query meets every key in a (..., Lq, Lk, A) array.")
+
+
+def _additive_variant(tanh=True, use_v=True, tanh_last=False, softmax=False, activation=torch.tanh):
     def variant(q, k, W_q, W_k, v):
         pre = (q @ W_q.T).unsqueeze(-2) + (k @ W_k.T).unsqueeze(-3)  # (..., Lq, Lk, A)
-        hidden = torch.tanh(pre) if tanh else pre
+        hidden = activation(pre) if tanh else pre
         scores = hidden @ v if use_v else hidden.sum(-1)
         if tanh_last:
             scores = torch.tanh(scores)
@@ -125,6 +150,10 @@ register(Exercise(
                 "apply torch.tanh to W_q q + W_k k before the dot product with v. Without it the score is "
                 "linear, vᵀW_q q + vᵀW_k k: a query term plus a key term, so every query ranks the keys alike.",
                 _additive_variant(tanh=False)),
+        Mistake("another non-linearity in place of tanh",
+                "the additive score uses torch.tanh: vᵀ tanh(W_q q + W_k k). tanh is centred on 0 and bounded "
+                "in (-1, 1); sigmoid and relu give other scores.",
+                _additive_variant(activation=torch.sigmoid), _additive_variant(activation=torch.relu)),
         Mistake("v was not applied: the hidden units were summed or averaged",
                 "the score is the dot product of v with the hidden layer: hidden @ v, with v of shape (A,).",
                 _additive_variant(use_v=False), _additive_mean),
@@ -134,6 +163,12 @@ register(Exercise(
         Mistake("the softmax was applied: these are weights, not scores",
                 "return the scores themselves; the softmax over the keys comes afterwards, in the attention.",
                 _additive_variant(softmax=True)),
+    ),
+    error_hints=(
+        ("too many indices", PAIR_HINT),  # queries[:, :, None, :] on the case with no batch axis
+        ("Dimension out of range", PAIR_HINT),  # unsqueeze(3) on the case with no batch axis
+        # unsqueeze(2) / unsqueeze(1) on the case with no batch axis, or q and k added without pairing
+        ("must match the size of tensor", PAIR_HINT),
     ),
 ))
 
@@ -181,4 +216,5 @@ register(Exercise(
                 "return the scores themselves; the softmax over the keys comes afterwards, in the attention.",
                 lambda q, k, W: torch.softmax(q @ W @ k.transpose(-2, -1), dim=-1)),
     ),
+    error_hints=(("must match the size of tensor", TRANSPOSE_HINT), *_TRANSPOSE_ERRORS),
 ))

@@ -24,7 +24,12 @@ def _rotation(degrees: float) -> torch.Tensor:
 
 
 def _additive_weights(attn_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Fixed random W_q: (A, 2), W_k: (A, 2), v: (A,), drawn like an untrained AdditiveScore."""
+    """Fixed random W_q: (A, 2), W_k: (A, 2), v: (A,) for the additive score.
+
+    W_q and W_k are drawn like an untrained ``AdditiveScore``'s, U(-1/√2, 1/√2); v is drawn from N(0, 1),
+    larger than ``AdditiveScore``'s U(-1/√A, 1/√A), so that the additive scores are big enough to compare
+    with the others on the chart.
+    """
     g = torch.Generator().manual_seed(seed)
     bound = 1.0 / math.sqrt(2)
     return {"W_q": 2 * bound * torch.rand(attn_size, 2, generator=g) - bound,
@@ -48,7 +53,7 @@ def scoring_explorer(keys: torch.Tensor | None = None, query=(1.0, 0.5), angle: 
 
     keys: (Lk, 2) points in the plane (default: chapter 1's five keys). General uses ``W = rotation by
     angle``; additive uses fixed random ``W_q, W_k: (attn_size, 2)`` and ``v: (attn_size,)`` drawn from
-    ``seed``. state: ``query`` (2,), ``W`` (2, 2), ``additive`` (its W_q, W_k, v), and per function name
+    ``seed`` (see ``_additive_weights``: v ~ N(0, 1), not AdditiveScore's smaller initialisation). state: ``query`` (2,), ``W`` (2, 2), ``additive`` (its W_q, W_k, v), and per function name
     ``scores`` and ``weights`` (Lk,) and ``best`` (the index of the key with the largest weight).
     """
     if len(query) != 2:
