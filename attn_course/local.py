@@ -4,20 +4,23 @@ Global attention (Luong et al. 2015, sec. 3.1, eq. 7) lets every query weigh eve
 Local attention (sec. 3.2) looks only at a window of keys around an aligned position p_t:
 
 - **local-m** (monotonic): p_t = t, the t-th target word is aligned with the t-th source word;
-- **local-p** (predictive): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t)) is predicted from the decoder state (eq. 9),
-  and the softmax weights are multiplied by a Gaussian around p_t, exp(-(s - p_t)² / (2σ²)), σ = D/2 (eq. 10).
+- **local-p** (predictive): p_t = S · sigmoid(v_pᵀ tanh(W_p h_t)) is predicted from the decoder state
+  (eq. 9), and the softmax weights are multiplied by a Gaussian around p_t, exp(-(s - p_t)² / (2σ²)),
+  σ = half_width / 2 (eq. 10).
 
 The **sliding window** of Longformer (Beltagy et al. 2020) and Mistral (Jiang et al. 2023) is local-m for
 self-attention: token i looks at the tokens near i, optionally only the earlier ones (causal). Its cost grows
 as L·w instead of L² (L tokens, window w); ``sliding_window_attention(impl="banded")`` shows how.
 
 Conventions. Positions are 0-based: the S source words (keys) sit at s = 0, 1, ..., S-1. ``half_width`` is
-Luong's D: the window around p_t is [p_t - D, p_t + D], cut off at the ends of the sequence. ``window`` (for
-the sliding window) follows ``masking.window_mask``: query i sees key j iff |i - j| < window. So local-m with
-half width D is the sliding window with window = D + 1. Shapes: B batch, H heads, Lq queries (target words),
-Lk = S keys (source words), D key/query size, Dv value size; leading dimensions broadcast as in ``attend``.
-Masks are boolean, True = may attend; scale None means 1/√D, as in ``attend`` (Luong's dot score is
-unscaled: pass scale=1.0).
+the window's half-width, the letter D in Luong's paper; the docstrings write it ``half_width`` because D is
+the feature size in the shape legend. The window around p_t is [p_t - half_width, p_t + half_width], cut off
+at the ends of the sequence, and centred on p_t even when p_t is real (a course convention: Luong's
+a_t ∈ R^{2D+1} suggests a whole-number centre). ``window`` (for the sliding window) follows
+``masking.window_mask``: query i sees key j iff |i - j| < window. So local-m with half-width h is the sliding
+window with window = h + 1. Shapes: B batch, H heads, Lq queries (target words), Lk = S keys (source words),
+D key/query size, Dv value size; leading dimensions broadcast as in ``attend``. Masks are boolean,
+True = may attend; scale None means 1/√D, as in ``attend`` (Luong's dot score is unscaled: pass scale=1.0).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ def _scores_tensor(scores: torch.Tensor) -> torch.Tensor:
 
 def _check_positions(positions, rows: torch.Size, source_len: int, *, integer: bool) -> torch.Tensor:
     """positions must broadcast to ``rows`` = (..., Lq) and lie inside the sequence."""
+    if integer and isinstance(positions, torch.Tensor) and (
+            positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool):
+        raise TypeError(f"positions must be an integer tensor for local-m (whole source positions p_t, "
+                        f"e.g. torch.arange(Lq)), got dtype {positions.dtype}; real positions are "
+                        f"local-p's (local_p_weights)")
     _checks.tensor("positions", positions, kind="int" if integer else "float")
     try:
         shape = torch.broadcast_shapes(positions.shape, rows)
@@ -75,13 +83,14 @@ def _scale(q: torch.Tensor, scale) -> float:
 # --- windows and the Gaussian --------------------------------------------------------------------------
 
 def window_around(positions: torch.Tensor, source_len: int, half_width: int) -> torch.Tensor:
-    """The keys inside each query's window: ``window[..., t, s] = |s - p_t| <= D`` (Luong et al. 2015,
-    sec. 3.2: the window [p_t - D, p_t + D]).
+    """The keys inside each query's window: ``window[..., t, s] = |s - p_t| <= half_width`` (Luong et al.
+    2015, sec. 3.2: the window [p_t - D, p_t + D], with Luong's D = half_width).
 
     positions: (..., Lq) the centres p_t, whole numbers (local-m) or real (local-p); source_len: S;
-    half_width: D >= 0. Returns a boolean (..., Lq, S) mask, True = inside the window. Keys past either end
-    of the sequence simply do not exist, so the window is cut off there. A whole-number p_t gets 2D + 1
-    keys (fewer near the ends); a real one 2D or 2D + 1.
+    half_width: >= 0. Returns a boolean (..., Lq, S) mask, True = inside the window. Keys past either end
+    of the sequence simply do not exist, so the window is cut off there. A whole-number p_t gets
+    2·half_width + 1 keys (fewer near the ends); a real one 2·half_width or 2·half_width + 1 (the window is
+    centred on the real p_t: a course convention).
     """
     _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
     _half_width(half_width, 0)
@@ -90,11 +99,12 @@ def window_around(positions: torch.Tensor, source_len: int, half_width: int) -> 
 
 
 def gaussian_window(positions: torch.Tensor, source_len: int, half_width: int) -> torch.Tensor:
-    """Luong's Gaussian around the predicted position: ``exp(-(s - p_t)² / (2σ²))`` with σ = D/2
-    (Luong et al. 2015, eq. 10).
+    """Luong's Gaussian around the predicted position: ``exp(-(s - p_t)² / (2σ²))`` with
+    σ = half_width / 2 (Luong et al. 2015, eq. 10: σ = D/2).
 
-    positions: (..., Lq) real p_t; source_len: S; half_width: D >= 1. Returns (..., Lq, S) in the dtype of
-    ``positions`` (floating point). At the edge of the window, |s - p_t| = D, the factor is exp(-2) ≈ 0.14.
+    positions: (..., Lq) real p_t; source_len: S; half_width: >= 1. Returns (..., Lq, S) in the dtype of
+    ``positions`` (floating point). At the edge of the window, |s - p_t| = half_width, the factor is
+    exp(-2) ≈ 0.14.
     """
     _checks.tensor("positions", positions)
     _checks.number("source_len", source_len, integer=True, minimum=1, strict=False)
@@ -109,10 +119,12 @@ def predict_position(h: torch.Tensor, W_p: torch.Tensor, v_p: torch.Tensor, sour
 
     h: (..., Lq, Hd) decoder states (Hd: their size); W_p: (A, Hd); v_p: (A,) (A: a hidden size of the
     predictor); source_len: S, an int, or a tensor of shape h.shape[:-2] (e.g. (B,)) holding each
-    sentence's length. Returns p: (..., Lq), real numbers strictly between 0 and S. With 0-based positions
-    the words sit at 0, ..., S-1, so p_t can point up to one place past the last word; the window
-    [p_t - D, p_t + D] still reaches it. The sigmoid keeps p_t inside the sentence, and p_t is a smooth
-    function of W_p and v_p, so they can be learned through the Gaussian of ``local_p_weights``.
+    sentence's length. Returns p: (..., Lq), real numbers strictly between 0 and S. With Luong's 1-based
+    words (1, ..., S) that range ends at the last word; with this course's 0-based words (0, ..., S-1) it
+    reaches up to one place past it (a faithful 0-based eq. 9 would be S · sigmoid(...) - 1, or
+    (S - 1) · sigmoid(...); the course keeps S · sigmoid). The window around p_t still reaches the last
+    word. p_t is a smooth function of W_p and v_p, so they can be learned through the Gaussian of
+    ``local_p_weights``.
     """
     _checks.tensor("h", h)
     _checks.tensor("W_p", W_p, ndim=2)
@@ -120,11 +132,12 @@ def predict_position(h: torch.Tensor, W_p: torch.Tensor, v_p: torch.Tensor, sour
     _checks.same_size("W_p", W_p, 1, "h", h, -1, "state size Hd (W_p is (A, Hd), h is (..., Lq, Hd))")
     _checks.same_size("W_p", W_p, 0, "v_p", v_p, 0, "predictor size A (W_p is (A, Hd), v_p is (A,))")
     if h.dim() < 2:
-        raise ValueError(f"h must have shape (..., Lq, Hd), at least 2 dimensions, got shape {tuple(h.shape)}")
+        raise ValueError(f"h must have shape (..., Lq, Hd), at least 2 dimensions, got shape "
+                         f"{tuple(h.shape)}")
     if isinstance(source_len, torch.Tensor):
         if source_len.shape != h.shape[:-2]:
-            raise ValueError(f"source_len must be an int or a tensor of shape {tuple(h.shape[:-2])} (one length "
-                             f"per sequence), got shape {tuple(source_len.shape)}")
+            raise ValueError(f"source_len must be an int or a tensor of shape {tuple(h.shape[:-2])} (one "
+                             f"length per sequence), got shape {tuple(source_len.shape)}")
         if source_len.numel() and source_len.min() < 1:
             raise ValueError(f"source_len must be >= 1, got {source_len.tolist()}")
         source_len = source_len[..., None].to(h.dtype)  # (..., 1) against (..., Lq)
@@ -147,12 +160,13 @@ def monotonic_positions(lq: int, source_len: int, *, device=None) -> torch.Tenso
 def local_m_weights(scores: torch.Tensor, half_width: int, positions: torch.Tensor | None = None, *,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
     """Local-m weights (Luong et al. 2015, sec. 3.2): the softmax of the scores over the keys in
-    [p_t - D, p_t + D] only, with p_t = t (monotonic alignment); every other key gets exactly 0.
+    [p_t - half_width, p_t + half_width] only, with p_t = t (monotonic alignment); every other key gets
+    exactly 0.
 
-    scores: (..., Lq, S); half_width: D >= 0; positions: whole numbers (..., Lq) in [0, S-1], by default
-    ``monotonic_positions`` (p_t = min(t, S - 1)); mask: boolean, broadcastable to scores, True = may attend.
-    Returns weights (..., Lq, S); each row sums to 1 (0 if its window holds no allowed key). With D >= S - 1
-    the window covers every key and this is global attention.
+    scores: (..., Lq, S); half_width (Luong's D): >= 0; positions: whole numbers (..., Lq) in [0, S-1], by
+    default ``monotonic_positions`` (p_t = min(t, S - 1)); mask: boolean, broadcastable to scores,
+    True = may attend. Returns weights (..., Lq, S); each row sums to 1 (0 if its window holds no allowed
+    key). With half_width >= S - 1 the window covers every key and this is global attention.
     """
     _scores_tensor(scores)
     lq, source_len = scores.shape[-2:]
@@ -166,14 +180,20 @@ def local_m_weights(scores: torch.Tensor, half_width: int, positions: torch.Tens
 
 def local_p_weights(scores: torch.Tensor, positions: torch.Tensor, half_width: int, *,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Local-p weights (Luong et al. 2015, eq. 10): ``a_t(s) = softmax(scores)_s · exp(-(s - p_t)² / (2σ²))``
-    with σ = D/2, the softmax taken over the keys in the window [p_t - D, p_t + D] only.
+    """Local-p weights (Luong et al. 2015, eq. 10):
+    ``a_t(s) = softmax(scores)_s · exp(-(s - p_t)² / (2σ²))`` with σ = half_width / 2, the softmax taken
+    over the keys in the window [p_t - half_width, p_t + half_width] only.
+
+    Eq. 10 writes the first factor as align(h_t, h̄_s), which eq. 7 defines as a softmax over *all* source
+    words; this course takes the softmax over the window only, as local-m does (the keys outside the window
+    are never scored), so the window's weights sum to 1 before the Gaussian.
 
     scores: (..., Lq, S); positions: real p_t, (..., Lq), between 0 and S (``predict_position``);
-    half_width: D >= 1; mask: boolean, broadcastable to scores, True = may attend. Returns weights
-    (..., Lq, S), exactly 0 outside the window. The Gaussian multiplies *after* the softmax, so a row sums
-    to less than 1: keys near p_t keep most of their weight, keys at the window's edge about 14% of it.
-    The truncation has no gradient, but the Gaussian does: that is how p_t (and W_p, v_p) learn.
+    half_width (Luong's D): >= 1; mask: boolean, broadcastable to scores, True = may attend. Returns
+    weights (..., Lq, S), exactly 0 outside the window. The Gaussian multiplies *after* the softmax, so a row
+    sums to less than 1: keys near p_t keep most of their weight, keys at the window's edge about 14% of it.
+    The truncation has no gradient (and jumps when a key crosses the window's edge), but the Gaussian is
+    smooth: that is how p_t (and W_p, v_p) learn.
     """
     _scores_tensor(scores)
     source_len = scores.size(-1)
@@ -189,11 +209,11 @@ def local_m(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, half_width: int,
             positions: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
             scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Local-m attention (Luong et al. 2015, sec. 3.2): dot-product attention over the keys in
-    [p_t - D, p_t + D], p_t = t. See ``local_m_weights``.
+    [p_t - half_width, p_t + half_width], p_t = t. See ``local_m_weights``.
 
-    q: (..., Lq, D), k: (..., S, D), v: (..., S, Dv); half_width: D (Luong's D, not the feature size);
-    positions: whole numbers (..., Lq) or None for p_t = min(t, S - 1); mask: True = may attend, broadcastable
-    to (..., Lq, S). Returns context (..., Lq, Dv) and weights (..., Lq, S).
+    q: (..., Lq, D), k: (..., S, D), v: (..., S, Dv); half_width: Luong's D (not the feature size D of the
+    shapes); positions: whole numbers (..., Lq) or None for p_t = min(t, S - 1); mask: True = may attend,
+    broadcastable to (..., Lq, S). Returns context (..., Lq, Dv) and weights (..., Lq, S).
     """
     _check_qkv(q, k, v)
     scores = q @ k.transpose(-2, -1) * _scale(q, scale)  # (..., Lq, D) @ (..., D, S) -> (..., Lq, S)
@@ -202,13 +222,15 @@ def local_m(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, half_width: int,
 
 
 def local_p(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, half_width: int, *,
-            mask: torch.Tensor | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            mask: torch.Tensor | None = None,
+            scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Local-p attention (Luong et al. 2015, eqs. 9-10): dot-product scores, softmax over the window
-    [p_t - D, p_t + D], times a Gaussian of σ = D/2 around p_t. See ``local_p_weights``.
+    [p_t - half_width, p_t + half_width], times a Gaussian of σ = half_width / 2 around p_t. See
+    ``local_p_weights``.
 
     q: (..., Lq, D), k: (..., S, D), v: (..., S, Dv); positions: real (..., Lq) in [0, S], e.g. from
-    ``predict_position``; half_width: D >= 1; mask: True = may attend. Returns context (..., Lq, Dv) and
-    weights (..., Lq, S).
+    ``predict_position``; half_width (Luong's D): >= 1; mask: True = may attend. Returns context
+    (..., Lq, Dv) and weights (..., Lq, S).
     """
     _check_qkv(q, k, v)
     scores = q @ k.transpose(-2, -1) * _scale(q, scale)  # (..., Lq, S)
@@ -220,8 +242,8 @@ class LocalPAttention(nn.Module):
     """Local-p attention with its position predictor (Luong et al. 2015, eqs. 9-10): holds W_p and v_p.
 
     hidden_size: size Hd of the decoder states (queries, and the keys: the score is a dot product);
-    attn_size: A, the predictor's hidden size; half_width: D; scale: multiplies the dot scores (default 1.0,
-    Luong's unscaled dot; None for 1/√Hd). forward(h, keys, values, source_lengths=None)
+    attn_size: A, the predictor's hidden size; half_width: Luong's D; scale: multiplies the dot scores
+    (default 1.0, Luong's unscaled dot; None for 1/√Hd). forward(h, keys, values, source_lengths=None)
     with h: (B, Lq, Hd), keys: (B, S, Hd), values: (B, S, Dv), source_lengths: (B,) true lengths of padded
     sources (default: all S). Returns context (B, Lq, Dv), weights (B, Lq, S) and the positions p (B, Lq).
     """
@@ -252,8 +274,9 @@ class LocalPAttention(nn.Module):
 # --- the sliding window ----------------------------------------------------------------------------
 
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, *,
-                             causal: bool = False, mask: torch.Tensor | None = None, scale: float | None = None,
-                             impl: str = "reference", return_weights: bool = False):
+                             causal: bool = False, mask: torch.Tensor | None = None,
+                             scale: float | None = None, impl: str = "reference",
+                             return_weights: bool = False):
     """Sliding-window attention (Longformer, Beltagy et al. 2020, sec. 3.1; Mistral, Jiang et al. 2023):
     query i attends key j only if |i - j| < window (and j <= i when ``causal``).
 
@@ -295,10 +318,11 @@ def _band_indices(lq: int, lk: int, window: int, causal: bool, device):
     start = torch.arange(blocks, device=device)[:, None] * window  # (nb, 1)
     i = start + torch.arange(window, device=device)  # (nb, w)
     j = start - (window - 1) + torch.arange(span, device=device)  # (nb, span)
-    offset = i[:, :, None] - j[:, None, :]  # (nb, w, span): i - j
-    allowed = (offset.abs() < window) & (j[:, None, :] >= 0) & (j[:, None, :] < lk) & (i[:, :, None] < lq)
-    if causal:
-        allowed &= offset >= 0
+    # Compare (nb, w, 1) bounds with (nb, 1, span) keys, as masking.window_mask does: only boolean
+    # tensors of the band's size are built, never an int64 one of offsets i - j (8 bytes per entry).
+    rows, keys = i[:, :, None], j[:, None, :]
+    upper = keys <= rows if causal else keys < rows + window  # causal: j <= i
+    allowed = (keys > rows - window) & upper & (keys >= 0) & (keys < lk) & (rows < lq)  # (nb, w, span)
     return i, j, allowed
 
 

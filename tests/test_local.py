@@ -284,6 +284,34 @@ def test_banded_never_builds_an_l_by_l_matrix():
     assert banded.largest <= n * (3 * window) < n * n // 8  # O(n·w): scores (n/w blocks, w, 3w - 2)
 
 
+class _Int64Sizes(TorchDispatchMode):
+    """Records the number of elements of every int64 tensor an operation returns."""
+
+    def __enter__(self):
+        self.sizes = [0]
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.int64:
+                self.sizes.append(t.untyped_storage().nbytes() // 8)
+        return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_banded_builds_no_int64_tensor_of_the_band_size(causal):
+    """The band's index arithmetic compares small (nb, w, 1) and (nb, 1, span) tensors: only boolean
+    tensors of the band's size (nb, w, span) are built, never int64 offsets i - j."""
+    n, d, window = 512, 8, 16
+    q, k, v = (torch.randn(1, n, d) for _ in range(3))
+    with _Int64Sizes() as ints:
+        local.sliding_window_attention(q, k, v, window, causal=causal, mask=padding_mask(torch.tensor([500]), n),
+                                       impl="banded")
+    blocks, span = n // window, 3 * window - 2
+    assert max(ints.sizes) <= blocks * span < blocks * window * span
+
+
 def test_dtype_and_device_follow_the_inputs():
     gen = torch.Generator().manual_seed(10)
     q, k, v = qkv(gen, (1,), 6, 6)
@@ -327,7 +355,7 @@ def _x(*shape, dtype=torch.float32):
     (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([[0, 1, 6], [0, 1, 2]])),
      ValueError, "positions must lie inside the sequence, between 0 and 5 (S = 6), got values from 0 to 6"),
     (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([0.0, 1.0, 2.0])),
-     TypeError, "positions must be an integer tensor"),
+     TypeError, "positions must be an integer tensor for local-m (whole source positions p_t"),
     (lambda: local.local_m_weights(_x(2, 3, 6), 1, torch.tensor([[0, 1], [0, 1]])),
      ValueError, "positions must have shape (..., Lq) = (2, 3) (one position per query), got shape (2, 2)"),
     (lambda: local.local_p_weights(_x(2, 3, 6), torch.full((2, 3), 6.5), 2),

@@ -57,6 +57,20 @@ def test_the_window_slider_changes_the_window_size():
     assert ex.state["window"].nonzero().flatten().tolist() == list(range(6))
 
 
+def test_local_m_allows_d_0_and_local_p_moves_it_up_to_1():
+    ex = widgets.local_attention_explorer(mode="local-m", half_width=0, centre=5.0)
+    assert ex.error is None and ex.controls["half_width"].min == 0
+    assert ex.state["window"].nonzero().flatten().tolist() == [5]  # only the aligned word
+    assert ex.state["weights"][5] == pytest.approx(1.0)
+    ex.controls["mode"].value = "local-p"  # σ = D/2 must be > 0: the slider's minimum becomes 1
+    assert ex.error is None and ex.controls["half_width"].min == 1
+    assert ex.controls["half_width"].value == 1 and ex.state["mode"] == "local-p"
+    assert ex.state["window"].nonzero().flatten().tolist() == [4, 5, 6]
+    ex.controls["mode"].value = "local-m"  # back: D = 0 is allowed again, D stays where it was
+    assert ex.controls["half_width"].min == 0 and ex.controls["half_width"].value == 1
+    assert "|s − p_t| ≤ D" in ex.controls["half_width"].description
+
+
 def test_moving_the_centre_moves_the_weights_in_local_p():
     scores = torch.zeros(16)  # equal scores: only the Gaussian decides
     ex = widgets.local_attention_explorer(scores, mode="local-p", half_width=2, centre=3.0)
@@ -80,6 +94,7 @@ def test_a_wide_window_in_local_m_is_global_attention():
     ({"mode": "sliding"}, ValueError, "mode must be one of global, local-m, local-p, got 'sliding'"),
     ({"half_width": 0}, ValueError, "half_width must be >= 1, got 0"),
     ({"half_width": 1.5}, TypeError, "half_width must be a whole number"),
+    ({"mode": "local-m", "half_width": -1}, ValueError, "half_width must be >= 0, got -1"),
     ({"centre": 25.0}, ValueError, r"centre must lie between 0 and S = 20, got 25.0"),
 ])
 def test_bad_settings_are_named(kwargs, error, message):

@@ -33,9 +33,14 @@ def _weights(scores: torch.Tensor, mode: str, half_width: int, centre: float) ->
                 "centre": float(p), "gaussian": None, "before_gaussian": None}
     p = torch.tensor([float(centre)])
     window = window_around(p, source_len, half_width)[0]
-    return {"weights": local_p_weights(scores[None], p, half_width)[0], "window": window, "centre": float(centre),
-            "gaussian": gaussian_window(p, source_len, half_width)[0],
+    return {"weights": local_p_weights(scores[None], p, half_width)[0], "window": window,
+            "centre": float(centre), "gaussian": gaussian_window(p, source_len, half_width)[0],
             "before_gaussian": torch.softmax(scores.masked_fill(~window, float("-inf")), -1)}
+
+
+def _lowest_half_width(mode: str) -> int:
+    """Local-m allows D = 0 (only the aligned word); local-p needs D >= 1, since σ = D/2."""
+    return 1 if mode == "local-p" else 0
 
 
 def local_attention_explorer(scores: torch.Tensor | None = None, mode: str = "local-p", half_width: int = 3,
@@ -44,7 +49,8 @@ def local_attention_explorer(scores: torch.Tensor | None = None, mode: str = "lo
     slider (p_t) over one query's scores; draws the scores, the window and the weights.
 
     scores: (S,) one query's scores over S source words (default: 20 seeded random numbers). In local-m the
-    centre is rounded to a whole position; in local-p it stays real and the Gaussian (σ = D/2) is drawn.
+    centre is rounded to a whole position and D may be 0 (only the aligned word); in local-p the centre
+    stays real, the Gaussian (σ = D/2) is drawn, and D >= 1 (switching to local-p moves D = 0 up to 1).
     state: ``mode``, ``weights`` (S,), ``window`` (S,) boolean (all True for global), ``centre`` (the p_t
     used, None for global), ``gaussian`` and ``before_gaussian`` (S,) for local-p (else None), ``total``
     (the sum of the weights: 1, or less in local-p).
@@ -57,7 +63,8 @@ def local_attention_explorer(scores: torch.Tensor | None = None, mode: str = "lo
     if mode not in LOCAL_MODES:
         raise ValueError(f"mode must be one of {', '.join(LOCAL_MODES)}, got {mode!r}")
     source_len = scores.numel()
-    _checks.number("half_width", half_width, integer=True, minimum=1, strict=False)
+    lowest = _lowest_half_width(mode)
+    _checks.number("half_width", half_width, integer=True, minimum=lowest, strict=False)
     _checks.number("centre", centre)
     if not 0 <= centre <= source_len:
         raise ValueError(f"centre must lie between 0 and S = {source_len}, got {centre}")
@@ -93,10 +100,16 @@ def local_attention_explorer(scores: torch.Tensor | None = None, mode: str = "lo
 
     controls = {
         "mode": widgets.ToggleButtons(options=list(LOCAL_MODES), value=mode, description="attention"),
-        "half_width": widgets.IntSlider(value=half_width, min=1, max=max(10, half_width), step=1,
-                                        description="half-width D (window 2D+1)", style=_SLIDER_STYLE,
+        "half_width": widgets.IntSlider(value=half_width, min=lowest, max=max(10, half_width), step=1,
+                                        description="half-width D (window |s − p_t| ≤ D)", style=_SLIDER_STYLE,
                                         continuous_update=True),
         "centre": widgets.FloatSlider(value=centre, min=0.0, max=float(source_len), step=0.1,
                                       description="centre p_t", style=_SLIDER_STYLE, continuous_update=True),
     }
+
+    def follow_mode(change):  # local-p needs D >= 1 (σ = D/2 > 0); raising min moves D = 0 up to 1
+        controls["half_width"].min = _lowest_half_width(change["new"])
+
+    # Observed before the Explorer's own redraw, so local-p is never drawn with D = 0.
+    controls["mode"].observe(follow_mode, names="value")
     return Explorer(controls, draw, figsize=(10.0, 3.4))
