@@ -105,7 +105,8 @@ def _check_scores_values(scores, values):
     for name, x in (("scores", scores), ("values", values)):
         _checks.tensor(name, x)
         if x.dim() < 2:
-            raise ValueError(f"{name} must have at least 2 dimensions (..., L, size), got shape {tuple(x.shape)}")
+            raise ValueError(f"{name} must have at least 2 dimensions (..., L, size), "
+                             f"got shape {tuple(x.shape)}")
     if scores.dtype != values.dtype:
         raise TypeError(f"scores and values must share one dtype, got {scores.dtype} and {values.dtype}")
     _checks.same_size("scores", scores, -1, "values", values, -2,
@@ -132,9 +133,12 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None,
     """Standard Gumbel noise ``g = -log(-log u)`` with ``u ~ Uniform(0, 1)`` (Jang et al. 2017, section 2).
 
     like: any shape; the noise has its shape, dtype and device. Pass a ``torch.Generator`` to reproduce a
-    draw, or the ``uniform`` noise itself (same shape as ``like``, values in (0, 1)).
+    draw, or the ``uniform`` noise itself (same shape as ``like``, values in (0, 1)), not both.
     """
     _checks.tensor("like", like)
+    if generator is not None and uniform is not None:
+        raise ValueError("pass either a generator or the uniform noise, not both: with the noise given, "
+                         "the generator would be silently ignored")
     if uniform is None:
         uniform = _uniform(like, generator)
     else:
@@ -173,7 +177,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float = 1.0, hard: bool = False,
     hard: if True, return the one-hot of the sample's argmax forward with the soft sample's gradient
     backward (straight-through Gumbel-softmax, Jang et al. 2017, section 2.2).
     generator: a ``torch.Generator`` to reproduce the noise (``F.gumbel_softmax`` takes none); or pass the
-    ``uniform`` noise in (0, 1) directly, shaped like the logits.
+    ``uniform`` noise in (0, 1) directly, shaped like the logits (one or the other, not both).
     """
     _checks.tensor("logits", logits)
     _checks.positive("tau", tau)
@@ -220,10 +224,12 @@ def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor,
     """The REINFORCE surrogate loss ``-mean((reward - baseline) * log p(choice))`` (Williams 1992).
 
     log_probs: (...,) log-probabilities of the choices that were made (differentiable); rewards: the same
-    shape (higher is better); baseline: a number or a tensor broadcastable to rewards. Returns a scalar
-    whose gradient is the score-function estimate of ``-∇ E[reward]``: minimising it raises the expected
-    reward. Rewards and baseline are detached: they weight the gradient, they are not differentiated.
-    A baseline leaves the estimate unbiased (``E[∇ log p] = 0``) and, near the mean reward, cuts its variance.
+    shape (higher is better); baseline: a number or a tensor that broadcasts to the rewards' shape without
+    growing it (e.g. one baseline per choice). Returns a scalar whose gradient is the score-function
+    estimate of ``-∇ E[reward]``: minimising it raises the expected reward. Rewards and baseline are
+    detached: they weight the gradient, they are not differentiated. A baseline leaves the estimate
+    unbiased (``E[∇ log p] = 0``) and, near the mean reward, cuts its variance. Only the loss is returned;
+    the advantages are ``rewards - baseline``.
     """
     _checks.tensor("log_probs", log_probs)
     _checks.tensor("rewards", rewards)
@@ -235,10 +241,15 @@ def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor,
     else:
         _checks.number("baseline", baseline)
     advantage = (rewards.detach() - baseline).to(log_probs.dtype)
+    if advantage.shape != rewards.shape:  # e.g. a (B, 1) baseline against (B,) rewards gives (B, B)
+        raise ValueError(f"the baseline must broadcast to the rewards' shape {tuple(rewards.shape)}, but "
+                         f"rewards - baseline has shape {tuple(advantage.shape)} (baseline shape "
+                         f"{tuple(baseline.shape)})")
     return -(advantage * log_probs).mean()
 
 
-def update_baseline(baseline: float | torch.Tensor, rewards: torch.Tensor, momentum: float = 0.9) -> torch.Tensor:
+def update_baseline(baseline: float | torch.Tensor, rewards: torch.Tensor,
+                    momentum: float = 0.9) -> torch.Tensor:
     """Moving-average baseline ``b <- momentum * b + (1 - momentum) * mean(rewards)`` (Xu et al. 2015,
     section 4.1, use momentum 0.9). rewards: any shape. Returns a detached 0-dim tensor."""
     _checks.tensor("rewards", rewards)

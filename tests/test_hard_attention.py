@@ -23,6 +23,7 @@ from attn_course.attention import (
     straight_through,
     update_baseline,
 )
+from attn_course.exercises import check
 
 F64 = torch.float64
 EULER_GAMMA = 0.5772156649015329
@@ -314,9 +315,55 @@ def z(*shape, dtype=torch.float32):
     (lambda: reinforce_loss(z(4), z(5)), ValueError,
      "log_probs and rewards must have the same shape (one reward per choice), got (4,) and (5,)"),
     (lambda: reinforce_loss(z(4), z(4), baseline="mean"), TypeError, "baseline must be a number, got str"),
+    (lambda: reinforce_loss(z(4), z(4), baseline=z(4, 1)), ValueError,
+     "the baseline must broadcast to the rewards' shape (4,), but rewards - baseline has shape (4, 4)"),
+    (lambda: gumbel_softmax(z(3, 5), generator=gen(0), uniform=z(3, 5) + 0.5), ValueError,
+     "pass either a generator or the uniform noise, not both"),
     (lambda: update_baseline(0.0, z(4), momentum=1.0), ValueError, "momentum must be < 1, got 1.0"),
     (lambda: update_baseline(0.0, z(4), momentum=-0.1), ValueError, "momentum must be >= 0, got -0.1"),
 ])
 def test_bad_input_says_what_was_expected(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+# --- the exercises' graders: wrong answers that the outputs alone would let through ----------------------
+
+def _advantages(rewards, baseline):
+    return rewards - baseline
+
+
+def _no_detach(log_probs, rewards, baseline):
+    advantages = _advantages(rewards, baseline)
+    return -(advantages * log_probs).mean(), advantages
+
+
+def _log_probs_detached(log_probs, rewards, baseline):
+    advantages = _advantages(rewards, baseline)
+    return -(advantages * log_probs.detach()).mean(), advantages
+
+
+def _through_item(log_probs, rewards, baseline):
+    advantages = _advantages(rewards, baseline)
+    loss = torch.tensor(-(advantages * log_probs).mean().item(), dtype=log_probs.dtype)
+    return loss, advantages
+
+
+@pytest.mark.parametrize(("wrong", "message"), [
+    (_no_detach, "a gradient reaches `rewards`, which the reference treats as a constant"),
+    (_log_probs_detached, "no gradient reaches `log_probs`"),
+    (_through_item, "no gradient flows back through your result"),
+])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reinforce_exercise_checks_the_gradient(wrong, message, seed):
+    result = check("reinforce-surrogate", wrong, seed=seed)
+    assert result.status == "wrong" and message in str(result), str(result)
+
+
+def test_one_hot_without_num_classes_gets_a_hint():
+    def no_num_classes(scores, values):
+        weights = F.one_hot(scores.argmax(-1)).to(values.dtype)  # max(index) + 1 columns
+        return weights @ values, weights
+
+    result = check("hard-attention-argmax", no_num_classes, seed=0)
+    assert result.status == "error" and "num_classes=scores.size(-1)" in str(result), str(result)

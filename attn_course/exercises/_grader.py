@@ -298,7 +298,8 @@ def _gradient_problem(ex: Exercise, fn: Callable, case: Case) -> tuple[str, str]
         if not torch.allclose(g, e, rtol=ex.rtol, atol=ex.atol):
             if bool((e == 0).all()):
                 return (f"a gradient reaches `{name}`, which the reference treats as a constant",
-                        f"detach it: `{name}.detach()`, so that training does not push on it")
+                        f"detach it, or what you compute from it (e.g. `({name} - ...).detach()`), so that "
+                        "training does not push on it")
             if bool((g == 0).all()):
                 return (f"no gradient reaches `{name}`",
                         f"`{name}` was detached (or used through `.item()`); the loss must depend on it")

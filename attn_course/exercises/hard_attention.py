@@ -80,6 +80,14 @@ def _weights_times_scores(scores, values):
     return weights @ values, weights
 
 
+# F.one_hot(index) without num_classes makes max(index) + 1 columns, fewer than Lk unless the last key
+# happens to win somewhere: `weights @ values` then fails with one of these messages.
+_ONE_HOT_HINT = ("the one-hot weights have fewer columns than there are keys: F.one_hot(index) guesses the "
+                 "number of classes from the largest index it sees. Pass num_classes=scores.size(-1).")
+_HARD_ERROR_HINTS = (("Expected size for first two dimensions of batch2 tensor", _ONE_HOT_HINT),
+                     ("cannot be multiplied", _ONE_HOT_HINT))
+
+
 register(Exercise(
     id="hard-attention-argmax",
     title="Hard attention by argmax",
@@ -103,11 +111,13 @@ register(Exercise(
         Mistake("the one-hot weights are integers",
                 "F.one_hot returns int64; convert with .to(values.dtype) so the weights are in the inputs' "
                 "dtype.", _integer_weights),
-        Mistake("the worst key was chosen (argmin)", "a higher score is a better match: use argmax.", _argmin),
+        Mistake("the worst key was chosen (argmin)", "a higher score is a better match: use argmax.",
+                _argmin),
         Mistake("the one-hot row was multiplied by the scores",
                 "the chosen key's weight is exactly 1, so the context is the chosen value itself.",
                 _weights_times_scores),
     ),
+    error_hints=_HARD_ERROR_HINTS,
 ))
 
 
@@ -137,13 +147,13 @@ def _gumbel_max(logits, uniform, tau):
 
 
 def _gumbel_variant(noise=lambda u: -torch.log(-torch.log(u)), temper=lambda z, t: z / t, after=False,
-                    only_logits=False):
+                    only_logits=False, dim=-1):
     def variant(logits, uniform, tau):
         g = noise(uniform)
         if after:  # the noise added to the probabilities, not to the logits
             return torch.softmax(logits / tau, dim=-1) + g
         z = logits / tau + g if only_logits else temper(logits + g, tau)
-        return torch.softmax(z, dim=-1)
+        return torch.softmax(z, dim=dim)
     return variant
 
 
@@ -175,6 +185,9 @@ register(Exercise(
         Mistake("this is the hard Gumbel-max sample, not its soft relaxation",
                 "keep the softmax of (logits + g) / τ instead of the one-hot of its argmax: the soft sample "
                 "is what gradients flow through.", _gumbel_max),
+        Mistake("the softmax ran over the wrong axis",
+                "the sample is a distribution over the keys: softmax over the last axis (dim=-1).",
+                _gumbel_variant(dim=0), _gumbel_variant(dim=-2)),
     ),
 ))
 
@@ -205,6 +218,8 @@ def _reinforce_cases(gen):
 
 
 def _reinforce_reference(log_probs, rewards, baseline):
+    # reinforce_loss detaches the rewards and the baseline: the gradient check (gradients=... below) then
+    # expects a gradient on log_probs only, of the loss, the first output.
     return attention.reinforce_loss(log_probs, rewards, baseline), rewards - baseline
 
 
@@ -242,4 +257,7 @@ register(Exercise(
                 "subtract the baseline you were given (a number or one per choice), not rewards.mean().",
                 _reinforce_variant(advantage=lambda r, b: r - r.mean())),
     ),
+    # Right values are not enough: a loss built from `.item()` or with log_probs detached has no useful
+    # gradient, and one without `.detach()` on the advantages pushes on the rewards.
+    gradients=("log_probs", "rewards"),
 ))
