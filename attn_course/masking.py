@@ -74,14 +74,16 @@ def _device_of(device, *tensors):
 def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """Key padding mask from sequence lengths: ``mask[b, 0, j] = j < lengths[b]``.
 
-    lengths: (B,) integers in [0, max_len]; max_len defaults to ``lengths.max()``. Returns a boolean
-    (B, 1, Lk) mask with Lk = max_len, True on real tokens, ready to broadcast against scores (B, Lq, Lk).
+    lengths: (B,) integers in [0, max_len]; max_len >= 0 (a Python or NumPy int, or a 0-d integer tensor such
+    as ``lengths.max()``) defaults to ``lengths.max()``; pass the scores' ``Lk`` when the keys run longer than
+    the longest sequence. Returns a boolean (B, 1, Lk) mask with Lk = max_len, True on real tokens, ready to
+    broadcast against scores (B, Lq, Lk).
     For scores with heads, (B, H, Lq, Lk), add a head axis: ``padding_mask(lengths)[:, None]``.
     """
     _checks.tensor("lengths", lengths, ndim=1, kind="int")
     if max_len is None:
         max_len = int(lengths.max()) if lengths.numel() else 0
-    _checks.number("max_len", max_len, integer=True, minimum=0, strict=False)
+    max_len = _checks.number("max_len", max_len, integer=True, minimum=0, strict=False)  # now a Python int
     if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
         raise ValueError(f"lengths must lie between 0 and max_len={max_len}, got {lengths.tolist()}")
     positions = torch.arange(max_len, device=lengths.device)  # (Lk,)
@@ -91,34 +93,37 @@ def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Ten
 def causal_mask(lq: int, lk: int | None = None, *, device=None) -> torch.Tensor:
     """Causal mask: query i may attend key j only if ``j <= i`` (nothing from the future).
 
-    Returns a boolean (Lq, Lk) mask (Lk defaults to Lq), the lower triangle, aligned top-left as in
+    Returns a boolean (Lq, Lk) mask (Lk defaults to Lq; either may be 0, giving an empty mask, as
+    ``padding_mask`` allows max_len=0), the lower triangle, aligned top-left as in
     ``F.scaled_dot_product_attention(..., is_causal=True)``: query i sees keys 0..i also when Lq != Lk.
+    With a KV cache the queries are the *last* Lq positions and the triangle must be aligned bottom-right
+    instead (``torch.nn.attention.bias.causal_lower_right``).
     The decoder's self-attention of Vaswani et al. (2017, section 3.2.3) uses it so that a position is
     predicted from the positions before it only.
     """
-    _checks.number("lq", lq, integer=True, minimum=1, strict=False)
-    lk = lq if lk is None else lk
-    _checks.number("lk", lk, integer=True, minimum=1, strict=False)
+    lq = _checks.number("lq", lq, integer=True, minimum=0, strict=False)
+    lk = lq if lk is None else _checks.number("lk", lk, integer=True, minimum=0, strict=False)
     device = _device_of(device)
     i = torch.arange(lq, device=device)[:, None]
     j = torch.arange(lk, device=device)[None, :]
     return j <= i
 
 
-def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = False, device=None) -> torch.Tensor:
+def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = False,
+                device=None) -> torch.Tensor:
     """Sliding-window (local) mask: query i may attend key j only if ``|i - j| < window``; with
     ``causal=True`` only if ``0 <= i - j < window``.
 
     So ``window`` counts the positions a query sees on each side, itself included: window=1 is "only
     yourself", and a window as long as the sequence is global (or plain causal) attention. A causal query
-    sees ``window`` keys, a bidirectional one up to ``2 * window - 1``. Returns a boolean (Lq, Lk) mask.
-    Longformer (Beltagy et al. 2020) uses the bidirectional window, Mistral 7B (Jiang et al. 2023) the
-    causal one.
+    sees ``window`` keys, a bidirectional one up to ``2 * window - 1``. Returns a boolean (Lq, Lk) mask
+    (Lk defaults to Lq; either may be 0, giving an empty mask).
+    Longformer (Beltagy et al. 2020) uses the bidirectional window, Mistral 7B (Jiang et al. 2023) a
+    causal one (the paper says "positions between i - W and i"; implementations differ by one at the edge).
     """
-    _checks.number("lq", lq, integer=True, minimum=1, strict=False)
-    lk = lq if lk is None else lk
-    _checks.number("lk", lk, integer=True, minimum=1, strict=False)
-    _checks.number("window", window, integer=True, minimum=1, strict=False)
+    lq = _checks.number("lq", lq, integer=True, minimum=0, strict=False)
+    lk = lq if lk is None else _checks.number("lk", lk, integer=True, minimum=0, strict=False)
+    window = _checks.number("window", window, integer=True, minimum=1, strict=False)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
     device = _device_of(device)
@@ -135,6 +140,8 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
 
     ``None`` entries (no mask) are skipped; the result has the masks' broadcast shape, or is None when
     every entry is None. E.g. ``combine_masks(padding_mask(lengths), causal_mask(L))`` -> (B, L, L).
+    With two masks or more the result is a new tensor; with a single one it is that mask itself, not a copy
+    (no memory spent on the common ``combine_masks(mask, None)``): ``.clone()`` it before writing into it.
     """
     result = None
     shapes = []
@@ -151,5 +158,6 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
         try:
             result = mask if result is None else result & mask
         except RuntimeError:
-            raise ValueError(f"masks of shapes {', '.join(map(str, shapes))} do not broadcast together") from None
+            shown = ", ".join(map(str, shapes))
+            raise ValueError(f"masks of shapes {shown} do not broadcast together") from None
     return result

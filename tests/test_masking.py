@@ -5,6 +5,7 @@ device, and refuse bad input with a message naming what was expected and what ca
 
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -274,13 +275,35 @@ def test_window_mask_bad_input(kwargs, error, message):
 
 @pytest.mark.parametrize("make", [causal_mask, lambda lq, lk: window_mask(lq, lk, window=2)])
 @pytest.mark.parametrize(("lq", "lk", "message"), [
-    (0, 3, "lq must be >= 1, got 0"),
-    (3, 0, "lk must be >= 1, got 0"),
+    (-1, 3, "lq must be >= 0, got -1"),
+    (3, -2, "lk must be >= 0, got -2"),
     (2.0, 3, "lq must be a whole number, got float"),
+    (3, "4", "lk must be a whole number, got str"),
 ])
-def test_sizes_must_be_whole_numbers_of_at_least_one(make, lq, lk, message):
+def test_sizes_must_be_whole_numbers_of_at_least_zero(make, lq, lk, message):
     with pytest.raises((TypeError, ValueError), match=re.escape(message)):
         make(lq, lk)
+
+
+@pytest.mark.parametrize("make", [causal_mask, lambda lq, lk: window_mask(lq, lk, window=2),
+                                  lambda lq, lk: padding_mask(torch.zeros(lq, dtype=torch.long), lk)[:, 0]])
+@pytest.mark.parametrize(("lq", "lk"), [(0, 0), (0, 3), (3, 0)])
+def test_every_builder_accepts_empty_sizes(make, lq, lk):
+    """Zero queries or zero keys (an empty sequence) give an empty mask, in all three builders alike, and
+    the masked softmax of empty scores is empty too."""
+    mask = make(lq, lk)
+    assert mask.shape == (lq, lk) and mask.dtype == torch.bool
+    weights = masked_softmax(torch.randn(2, lq, lk), mask)
+    assert weights.shape == (2, lq, lk)
+
+
+def test_sizes_may_be_numpy_or_tensor_integers():
+    """lengths.max() is a 0-d tensor: a fine max_len (and size) without int()."""
+    lengths = torch.tensor([2, 4])
+    assert torch.equal(padding_mask(lengths, lengths.max()), padding_mask(lengths, 4))
+    assert torch.equal(padding_mask(lengths, np.int64(5)), padding_mask(lengths, 5))
+    assert torch.equal(causal_mask(lengths.max(), np.int32(6)), causal_mask(4, 6))
+    assert torch.equal(window_mask(np.int64(5), window=lengths.min()), window_mask(5, window=2))
 
 
 # --- combining masks -------------------------------------------------------------------------------
@@ -307,8 +330,17 @@ def test_combined_masks_behave_as_and(seed):
 def test_combine_masks_skips_none():
     causal = causal_mask(3)
     assert combine_masks() is None and combine_masks(None, None) is None
-    assert combine_masks(None, causal) is causal
     assert torch.equal(combine_masks(causal, None, torch.ones(3, 3, dtype=torch.bool)), causal)
+
+
+def test_combine_masks_copies_only_when_it_combines():
+    """As documented: a single mask comes back as itself (no copy spent on combine_masks(mask, None));
+    two or more give a new tensor, so writing into it leaves the inputs alone."""
+    causal, local = causal_mask(4), window_mask(4, window=2)
+    assert combine_masks(None, causal) is causal
+    combined = combine_masks(causal, local)
+    combined[3, 3] = False
+    assert causal[3, 3] and local[3, 3]
 
 
 def test_combine_masks_bad_input():

@@ -67,7 +67,8 @@ def padding_attention(scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     """Attention weights over a padded batch: sequence b has ``lengths[b]`` real keys, then padding.
 
     scores: (B, Lq, Lk), lengths: (B,) integers in [0, Lk] -> weights (B, Lq, Lk), a softmax over the real
-    keys of each sequence and exactly 0 on its padding.
+    keys of each sequence and exactly 0 on its padding. Lk can exceed ``lengths.max()`` (every sequence of
+    the batch padded), so the mask covers all Lk keys.
     """
     return masking.masked_softmax(scores, masking.padding_mask(lengths, scores.size(-1)))
 
@@ -102,12 +103,29 @@ def _queries_masked(scores, lengths):
     return i < lengths[:, None, None]  # (B, Lq, 1): hides rows, not columns
 
 
+def _up_to_longest(scores, lengths):
+    """Keys 0 .. lengths.max() - 1 only: too short when every sequence is padded (Lk > lengths.max())."""
+    return masking.padding_mask(lengths)  # (B, 1, lengths.max())
+
+
+def _no_query_axis(scores, lengths):
+    _, j = _positions(scores)
+    return j < lengths[:, None]  # (B, Lk): broadcasts against (B, Lq, Lk) as (1, B, Lk)
+
+
+PADDING_SHAPE_HINT = ("the mask must cover every key: Lk = scores.size(-1), which can exceed lengths.max(), "
+                      "so use masking.padding_mask(lengths, max_len=scores.size(-1)) or "
+                      "torch.arange(scores.size(-1)); and give a (B, Lk) mask its query axis with "
+                      "[:, None, :].")
+
+
 register(Exercise(
     id="padding-mask",
     title="Attention over a padded batch",
     reference=padding_attention,
     cases=_padding_cases,
     outputs=("weights",),
+    error_hints=(("does not broadcast", PADDING_SHAPE_HINT),),
     mistakes=(
         Mistake("the padding mask is inverted: the queries attend to the padding only",
                 "True means *may attend*: keep the keys j < lengths[b], i.e. "
@@ -127,6 +145,13 @@ register(Exercise(
                 "padding is a property of the keys: the mask must be (B, 1, Lk), one row broadcast to every "
                 "query, so add the query axis in the middle: mask[:, None, :], not mask[:, :, None].",
                 *_wrong_mask(_queries_masked)),
+        Mistake("the padding mask stops at lengths.max() instead of covering all Lk keys",
+                "Lk = scores.size(-1) can exceed lengths.max() (here every sequence is padded): build the "
+                "mask over all the keys, masking.padding_mask(lengths, max_len=scores.size(-1)) or "
+                "torch.arange(scores.size(-1)).", *_wrong_mask(_up_to_longest)),
+        Mistake("the padding mask has no query axis: (B, Lk) instead of (B, 1, Lk)",
+                "scores are (B, Lq, Lk), so a (B, Lk) mask lines up B with Lq; add the query axis: "
+                "mask[:, None, :].", *_wrong_mask(_no_query_axis)),
     ),
 ))
 
@@ -175,8 +200,9 @@ register(Exercise(
                 "keep j <= i, not j < i: position i may use itself (and the first token has nothing else).",
                 *_wrong_mask(_causal(lambda i, j, d: j < i))),
         Mistake("the causal mask is inverted: each query sees only its strict future",
-                "True means *may attend*: keep j <= i, the past and the present.",
-                *_wrong_mask(_causal(lambda i, j, d: j > i))),
+                "True means *may attend*: keep j <= i, the past and the present. torch.ones(L, L).triu(1) "
+                "is nn.MultiheadAttention's convention (True = masked, may NOT attend); here, as in SDPA, "
+                "use its opposite, tril().", *_wrong_mask(_causal(lambda i, j, d: j > i))),
         Mistake("the causal mask was ignored",
                 "build j <= i from torch.arange over the queries and over the keys, and apply it before "
                 "the softmax.", _ignored),
@@ -199,7 +225,8 @@ def window_attention(scores: torch.Tensor, window: int) -> torch.Tensor:
     the window.
     """
     lq, lk = scores.shape[-2:]
-    return masking.masked_softmax(scores, masking.window_mask(lq, lk, window=window, device=scores.device))
+    mask = masking.window_mask(lq, lk, window=window, device=scores.device)  # (Lq, Lk)
+    return masking.masked_softmax(scores, mask)
 
 
 def _window_cases(gen):
@@ -238,6 +265,9 @@ register(Exercise(
                 "this window is two-sided: keep keys on both sides, |i - j| < window, "
                 "not 0 <= i - j < window.",
                 *_wrong_mask(_window(lambda d, w: (d >= 0) & (d < w)))),
+        Mistake("the window has no right edge: i - j < window without the absolute value",
+                "i - j is negative for every key after i, so (i - j) < window lets in the whole future; "
+                "take the distance: (i - j).abs() < window.", *_wrong_mask(_window(lambda d, w: d < w))),
         Mistake("the window mask is inverted: each query sees only the keys outside its window",
                 "True means *may attend*: keep |i - j| < window.",
                 *_wrong_mask(_window(lambda d, w: d.abs() >= w))),
@@ -295,6 +325,23 @@ def _minus_1e9(scores, mask):
     return torch.softmax(torch.where(mask, scores, torch.tensor(-1e9, dtype=scores.dtype)), dim=-1)
 
 
+def _filled_beyond_float16(fill, zero_after):
+    """masked_fill with a fill float16 cannot hold (-1e9, float32's finfo.min): torch refuses it there."""
+    def variant(scores, mask):
+        weights = torch.softmax(scores.masked_fill(~mask, fill), dim=-1)
+        return weights.masked_fill(~mask, 0.0) if zero_after else weights
+    return variant
+
+
+def _added_finfo_min(zero_after):
+    """The additive form with the right dtype's finfo.min: (~mask) * finfo.min is float32 (bool times a
+    Python number), where float64's finfo.min is -inf, and 0 * -inf = NaN on every allowed key."""
+    def variant(scores, mask):
+        weights = torch.softmax(scores + (~mask) * torch.finfo(scores.dtype).min, dim=-1)
+        return weights.masked_fill(~mask, 0.0) if zero_after else weights
+    return variant
+
+
 def _minus_1e9_added(scores, mask):
     # the additive form: (~mask) * -1e9 is float32, so the result silently leaves float16
     return torch.softmax(scores + (~mask) * -1e9, dim=-1)
@@ -314,6 +361,8 @@ def _fixed_fill(fill, zero_after):
 
 
 ZERO_ROWS = "set the weights of masked keys to 0 after the softmax (weights.masked_fill(~mask, 0))"
+FLOAT16_FILL_HINT = ("float16 ends at -65504: fill with torch.finfo(scores.dtype).min, the scores' own "
+                     "dtype, not -1e9 nor torch.finfo(torch.float32).min")
 
 register(Exercise(
     id="masked-softmax",
@@ -323,6 +372,7 @@ register(Exercise(
     outputs=("weights",),
     rtol=2e-3,  # float16 cases: a correct softmax computed another way differs in the last bits
     atol=1e-3,
+    error_hints=(("without overflow", FLOAT16_FILL_HINT + "."),),
     mistakes=(
         Mistake("the mask is inverted", "True means *may attend*: fill the scores where the mask is False "
                 "(scores.masked_fill(~mask, ...)), not where it is True.",
@@ -336,15 +386,26 @@ register(Exercise(
                 "torch.finfo(scores.dtype).min so that exp gives exactly 0.",
                 lambda s, m: torch.softmax(s.masked_fill(~m, 0.0), dim=-1),
                 lambda s, m: torch.softmax(s * m, dim=-1)),
-        Mistake("a fully-masked row gives NaN (a -inf fill, or 0/0)",
-                "softmax of a row that is all -inf is 0/0 = NaN, and NaN spreads to everything it touches. "
-                f"Fill with torch.finfo(scores.dtype).min and {ZERO_ROWS}.",
-                _softmax_nan, _renormalised_after),
-        Mistake("the fill -1e9 overflows to -inf in float16",
-                "float16 ends at -65504, so -1e9 becomes -inf there (NaN on a fully-masked row); in "
-                "float32 a fully-masked row gets uniform weights. Fill with torch.finfo(scores.dtype).min "
-                f"and {ZERO_ROWS}.",
-                _minus_1e9, _minus_1e9_added),
+        Mistake("a fully-masked row gives NaN",
+                "the softmax of a row that is all -inf is 0/0 = NaN (so is renormalising a row with nothing "
+                "left), and NaN spreads to everything it touches. Either keep the -inf fill and "
+                f"{ZERO_ROWS}, which replaces the NaN (multiplying by the mask does not: NaN * 0 is NaN), or "
+                "fill with torch.finfo(scores.dtype).min, which keeps every value finite, and zero them the "
+                "same way.",
+                _softmax_nan, _renormalised_after,
+                lambda s, m: _softmax_nan(s, m) * m),
+        Mistake("the fill value does not exist in float16 (-1e9, or float32's finfo.min)",
+                f"{FLOAT16_FILL_HINT}. In float16 masked_fill refuses such a fill, torch.where turns it "
+                "into -inf (NaN on a fully-masked row), and adding (~mask) * -1e9 makes the result float32. "
+                f"Then {ZERO_ROWS}.",
+                _minus_1e9, _minus_1e9_added,
+                *(_filled_beyond_float16(fill, zero_after)
+                  for fill in (-1e9, torch.finfo(torch.float32).min) for zero_after in (True, False))),
+        Mistake("the additive mask (~mask) * finfo.min is float32: float64 scores become NaN",
+                "a bool tensor times a Python number is float32, where float64's finfo.min is -inf, and "
+                "0 * -inf = NaN on every allowed key. Replace the masked scores instead of adding to them: "
+                "scores.masked_fill(~mask, torch.finfo(scores.dtype).min).",
+                _added_finfo_min(True), _added_finfo_min(False)),
         Mistake("the fill value is not negative enough: masked keys outscore very negative real ones",
                 "a fixed fill such as -1e4 must lie below every real score, and scores can be lower than "
                 "that; torch.finfo(scores.dtype).min is below them all.",

@@ -74,11 +74,12 @@ def mask_editor(length: int = 8, valid_length: int = 5, causal: bool = False, wi
         return {"mask": mask, "scores": scores, "weights": weights, "tokens": tokens,
                 "empty_rows": empty_rows, "allowed": int(mask.sum())}
 
+    window_options = [("off", 0)] + [(str(w), w) for w in range(1, length + 1)]
     controls = {
         "valid_length": widgets.IntSlider(value=valid_length, min=1, max=length, step=1, style=_SLIDER_STYLE,
                                           description="real tokens (the rest is PAD)"),
         "causal": widgets.Checkbox(value=causal, description="causal (no peeking ahead)"),
-        "window": widgets.SelectionSlider(options=[("off", 0)] + [(str(w), w) for w in range(1, length + 1)],
-                                          value=window, description="window (each side)", style=_SLIDER_STYLE),
+        "window": widgets.SelectionSlider(options=window_options, value=window, style=_SLIDER_STYLE,
+                                          description="window (each side)"),
     }
     return Explorer(controls, draw, figsize=(9.0, 4.4))
