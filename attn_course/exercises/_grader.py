@@ -117,6 +117,14 @@ class Result:
                 f'style="border-left: 4px solid {colour}; padding: 0.4em 0.8em; margin: 0.3em 0;">{body}</div>')
 
 
+# --- inputs for the cases ------------------------------------------------------------------------------
+
+def randn(gen: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0):
+    """Standard normal numbers (times ``scale``) drawn in float64 then cast, so that a case's values do not
+    depend on the dtype it is tested in."""
+    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+
+
 # --- comparing outputs ---------------------------------------------------------------------------------
 
 def _clone(args: tuple) -> tuple:

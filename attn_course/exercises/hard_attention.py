@@ -8,10 +8,7 @@ import torch.nn.functional as F
 
 from .. import attention
 from . import Case, Exercise, Mistake, register
-
-
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+from ._grader import randn
 
 
 def _uniform(gen, *shape, dtype=torch.float32):
@@ -23,7 +20,7 @@ def _uniform(gen, *shape, dtype=torch.float32):
 
 def _hard_case(gen, label, b, lq, lk, dv, dtype=torch.float32):
     # Lq <= Lk in every case: a realistic slip (argmax over the queries) then still runs, and is named.
-    return Case(label, (_randn(gen, b, lq, lk, dtype=dtype, scale=2.0), _randn(gen, b, lk, dv, dtype=dtype)))
+    return Case(label, (randn(gen, b, lq, lk, dtype=dtype, scale=2.0), randn(gen, b, lk, dv, dtype=dtype)))
 
 
 def _hard_cases(gen):
@@ -128,7 +125,7 @@ def _gumbel_reference(logits, uniform, tau):
 
 
 def _gumbel_case(gen, label, shape, tau, dtype=torch.float32):
-    return Case(label, (_randn(gen, *shape, dtype=dtype, scale=1.5), _uniform(gen, *shape, dtype=dtype), tau))
+    return Case(label, (randn(gen, *shape, dtype=dtype, scale=1.5), _uniform(gen, *shape, dtype=dtype), tau))
 
 
 def _gumbel_cases(gen):
@@ -195,13 +192,13 @@ register(Exercise(
 # --- 3. the REINFORCE surrogate loss ------------------------------------------------------------------
 
 def _reinforce_case(gen, label, b, baseline, binary=False, dtype=torch.float32, per_choice_baseline=False):
-    logits = _randn(gen, b, 5, dtype=torch.float64)
+    logits = randn(gen, b, 5, dtype=torch.float64)
     choices = torch.randint(5, (b,), generator=gen)
     log_probs = torch.log_softmax(logits, dim=-1)[torch.arange(b), choices].to(dtype)
     if binary:
         rewards = (torch.rand(b, generator=gen, dtype=torch.float64) < 0.4).to(dtype)
     else:
-        rewards = _randn(gen, b, dtype=dtype) + 1.0
+        rewards = randn(gen, b, dtype=dtype) + 1.0
     if per_choice_baseline:
         baseline = (0.5 + 0.2 * torch.randn(b, generator=gen, dtype=torch.float64)).to(dtype)
     return Case(label, (log_probs, rewards, baseline))

@@ -10,10 +10,7 @@ import torch
 from .. import local
 from ..masking import masked_softmax
 from . import Case, Exercise, Mistake, register
-
-
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+from ._grader import randn
 
 
 def _keys(scores):
@@ -41,13 +38,13 @@ def _softmax(scores, window, how="masked", dim=-1):
 
 def _local_m_cases(gen):
     return [
-        Case("random (B=2, Lq=5, S=8, D=1)", (_randn(gen, 2, 5, 8, scale=2.0), 1)),
-        Case("more target words than source words (Lq=9, S=5, D=1)", (_randn(gen, 2, 9, 5, scale=2.0), 1)),
-        Case("no batch (Lq=6, S=6, D=2)", (_randn(gen, 6, 6, scale=2.0), 2)),
-        Case("float64 (B=3, Lq=4, S=7, D=2)", (_randn(gen, 3, 4, 7, dtype=torch.float64, scale=2.0), 2)),
-        Case("window wider than the sentence (S=6, D=10)", (_randn(gen, 2, 6, 6, scale=2.0), 10)),
-        Case("D = 0: only the aligned word (Lq=4, S=6)", (_randn(gen, 1, 4, 6, scale=2.0), 0)),
-        Case("batch of one, one target word", (_randn(gen, 1, 1, 5, scale=2.0), 1)),
+        Case("random (B=2, Lq=5, S=8, D=1)", (randn(gen, 2, 5, 8, scale=2.0), 1)),
+        Case("more target words than source words (Lq=9, S=5, D=1)", (randn(gen, 2, 9, 5, scale=2.0), 1)),
+        Case("no batch (Lq=6, S=6, D=2)", (randn(gen, 6, 6, scale=2.0), 2)),
+        Case("float64 (B=3, Lq=4, S=7, D=2)", (randn(gen, 3, 4, 7, dtype=torch.float64, scale=2.0), 2)),
+        Case("window wider than the sentence (S=6, D=10)", (randn(gen, 2, 6, 6, scale=2.0), 10)),
+        Case("D = 0: only the aligned word (Lq=4, S=6)", (randn(gen, 1, 4, 6, scale=2.0), 0)),
+        Case("batch of one, one target word", (randn(gen, 1, 1, 5, scale=2.0), 1)),
     ]
 
 
@@ -114,9 +111,9 @@ register(Exercise(
 # --- 2. local-p: the predicted position ----------------------------------------------------------------
 
 def _position_case(gen, label, lead, lq, hd, a, source_len, dtype=torch.float32):
-    h = _randn(gen, *lead, lq, hd, dtype=dtype)
-    W_p = _randn(gen, a, hd, dtype=dtype, scale=0.5)
-    v_p = _randn(gen, a, dtype=dtype, scale=1.5)
+    h = randn(gen, *lead, lq, hd, dtype=dtype)
+    W_p = randn(gen, a, hd, dtype=dtype, scale=0.5)
+    v_p = randn(gen, a, dtype=dtype, scale=1.5)
     return Case(label, (h, W_p, v_p, source_len))
 
 
@@ -186,7 +183,7 @@ register(Exercise(
 # --- 3. local-p: the Gaussian-weighted window ----------------------------------------------------------
 
 def _local_p_case(gen, label, lead, lq, source_len, half_width, dtype=torch.float32, whole=False):
-    scores = _randn(gen, *lead, lq, source_len, dtype=dtype, scale=2.0)
+    scores = randn(gen, *lead, lq, source_len, dtype=dtype, scale=2.0)
     if whole:  # p_t = t, as local-m would choose it
         positions = torch.arange(lq, dtype=dtype).clamp(max=source_len - 1).expand(*lead, lq).clone()
     else:

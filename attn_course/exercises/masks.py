@@ -11,10 +11,7 @@ import torch
 
 from .. import masking
 from . import Case, Exercise, Mistake, register
-
-
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+from ._grader import randn
 
 
 def _positions(scores):
@@ -77,7 +74,7 @@ def _padding_case(gen, label, b, lq, lk, dtype=torch.float32):
     lengths = torch.randint(2, lk, (b,), generator=gen)  # every sequence padded...
     if b > 1:
         lengths[int(torch.randint(b, (1,), generator=gen))] = lk  # ...but the longest one
-    return Case(label, (_randn(gen, b, lq, lk, dtype=dtype, scale=2.0), lengths))
+    return Case(label, (randn(gen, b, lq, lk, dtype=dtype, scale=2.0), lengths))
 
 
 def _padding_cases(gen):
@@ -170,12 +167,12 @@ def causal_attention(scores: torch.Tensor) -> torch.Tensor:
 
 def _causal_cases(gen):
     return [
-        Case("Lq=4 queries, Lk=6 keys (B=2)", (_randn(gen, 2, 4, 6, scale=2.0),)),
-        Case("self-attention (B=3, L=5)", (_randn(gen, 3, 5, 5, scale=2.0),)),
-        Case("with heads (B=2, H=3, L=4)", (_randn(gen, 2, 3, 4, 4, scale=2.0),)),
-        Case("float64 (B=1, L=6)", (_randn(gen, 1, 6, 6, dtype=torch.float64, scale=2.0),)),
-        Case("more queries than keys (Lq=5, Lk=3)", (_randn(gen, 2, 5, 3, scale=2.0),)),
-        Case("a single token (L=1)", (_randn(gen, 2, 1, 1),)),
+        Case("Lq=4 queries, Lk=6 keys (B=2)", (randn(gen, 2, 4, 6, scale=2.0),)),
+        Case("self-attention (B=3, L=5)", (randn(gen, 3, 5, 5, scale=2.0),)),
+        Case("with heads (B=2, H=3, L=4)", (randn(gen, 2, 3, 4, 4, scale=2.0),)),
+        Case("float64 (B=1, L=6)", (randn(gen, 1, 6, 6, dtype=torch.float64, scale=2.0),)),
+        Case("more queries than keys (Lq=5, Lk=3)", (randn(gen, 2, 5, 3, scale=2.0),)),
+        Case("a single token (L=1)", (randn(gen, 2, 1, 1),)),
     ]
 
 
@@ -231,12 +228,12 @@ def window_attention(scores: torch.Tensor, window: int) -> torch.Tensor:
 
 def _window_cases(gen):
     return [
-        Case("window 3, Lq=6 queries, Lk=8 keys (B=2)", (_randn(gen, 2, 6, 8, scale=2.0), 3)),
-        Case("window 2, self-attention (B=3, L=7)", (_randn(gen, 3, 7, 7, scale=2.0), 2)),
-        Case("window 1: only itself (B=2, L=4)", (_randn(gen, 2, 4, 4, scale=2.0), 1)),
-        Case("float64, window 4 (B=1, L=9)", (_randn(gen, 1, 9, 9, dtype=torch.float64, scale=2.0), 4)),
-        Case("with heads, window 3 (B=2, H=2, L=6)", (_randn(gen, 2, 2, 6, 6, scale=2.0), 3)),
-        Case("a window longer than the sequence (L=5, window 9)", (_randn(gen, 2, 5, 5, scale=2.0), 9)),
+        Case("window 3, Lq=6 queries, Lk=8 keys (B=2)", (randn(gen, 2, 6, 8, scale=2.0), 3)),
+        Case("window 2, self-attention (B=3, L=7)", (randn(gen, 3, 7, 7, scale=2.0), 2)),
+        Case("window 1: only itself (B=2, L=4)", (randn(gen, 2, 4, 4, scale=2.0), 1)),
+        Case("float64, window 4 (B=1, L=9)", (randn(gen, 1, 9, 9, dtype=torch.float64, scale=2.0), 4)),
+        Case("with heads, window 3 (B=2, H=2, L=6)", (randn(gen, 2, 2, 6, 6, scale=2.0), 3)),
+        Case("a window longer than the sequence (L=5, window 9)", (randn(gen, 2, 5, 5, scale=2.0), 9)),
     ]
 
 
@@ -302,21 +299,21 @@ def _masked_softmax_cases(gen):
     lengths = torch.tensor([3, 5]) - torch.randint(0, 2, (2,), generator=gen)  # every sequence padded
     return [
         Case("random scores and mask (B=2, Lq=3, Lk=5)",
-             (_randn(gen, 2, 3, 5, scale=2.0), _random_mask(gen, 2, 3, 5))),
+             (randn(gen, 2, 3, 5, scale=2.0), _random_mask(gen, 2, 3, 5))),
         Case("a padding mask (B, 1, Lk) for scores (B, Lq, Lk)",
-             (_randn(gen, 2, 4, 6, scale=2.0), masking.padding_mask(lengths, 6))),
+             (randn(gen, 2, 4, 6, scale=2.0), masking.padding_mask(lengths, 6))),
         Case("a causal mask (L, L) for scores (B, H, L, L)",
-             (_randn(gen, 2, 3, 4, 4, scale=2.0), masking.causal_mask(4))),
-        Case("float64", (_randn(gen, 3, 4, 5, dtype=torch.float64), _random_mask(gen, 3, 4, 5))),
+             (randn(gen, 2, 3, 4, 4, scale=2.0), masking.causal_mask(4))),
+        Case("float64", (randn(gen, 3, 4, 5, dtype=torch.float64), _random_mask(gen, 3, 4, 5))),
         Case("a fully-masked row (float32)",
-             (_randn(gen, 2, 4, 5, scale=2.0), _with_empty_rows(_random_mask(gen, 2, 4, 5), (0, 2)))),
+             (randn(gen, 2, 4, 5, scale=2.0), _with_empty_rows(_random_mask(gen, 2, 4, 5), (0, 2)))),
         Case("float16 with a fully-masked row",
-             (_randn(gen, 2, 3, 6, dtype=torch.float16, scale=2.0),
+             (randn(gen, 2, 3, 6, dtype=torch.float16, scale=2.0),
               _with_empty_rows(_random_mask(gen, 2, 3, 6), (1, 0)))),
         Case("float16, large scores (about ±100)",
-             (_randn(gen, 2, 3, 6, dtype=torch.float16, scale=100.0), _random_mask(gen, 2, 3, 6))),
+             (randn(gen, 2, 3, 6, dtype=torch.float16, scale=100.0), _random_mask(gen, 2, 3, 6))),
         Case("very negative scores (about -100000)",
-             (_randn(gen, 2, 3, 5, scale=100.0) - 1e5, _random_mask(gen, 2, 3, 5))),
+             (randn(gen, 2, 3, 5, scale=100.0) - 1e5, _random_mask(gen, 2, 3, 5))),
     ]
 
 

@@ -9,6 +9,7 @@ import torch
 
 from .. import attention, scoring
 from . import Case, Exercise, Mistake, register
+from ._grader import randn
 
 # Shape errors learners hit on the cases with a head axis (or with no batch axis), and what to do instead.
 TRANSPOSE_HINT = ("transpose the last two axes: k.transpose(-2, -1) (or k.mT), which works for any number of "
@@ -23,15 +24,11 @@ _TRANSPOSE_ERRORS = (
 )
 
 
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
-
-
 # --- 1. scaled dot-product attention -----------------------------------------------------------------
 
 def _sdpa_case(gen, label, batch, lq, lk, d, dv, dtype=torch.float32):
-    return Case(label, (_randn(gen, *batch, lq, d, dtype=dtype), _randn(gen, *batch, lk, d, dtype=dtype),
-                        _randn(gen, *batch, lk, dv, dtype=dtype)))
+    return Case(label, (randn(gen, *batch, lq, d, dtype=dtype), randn(gen, *batch, lk, d, dtype=dtype),
+                        randn(gen, *batch, lk, dv, dtype=dtype)))
 
 
 def _sdpa_cases(gen):
@@ -100,10 +97,10 @@ register(Exercise(
 # --- 2. Bahdanau's additive score --------------------------------------------------------------------
 
 def _additive_case(gen, label, batch, lq, lk, d, dk, a, dtype=torch.float32, spread=1.0):
-    q, k = _randn(gen, *batch, lq, d, dtype=dtype), _randn(gen, *batch, lk, dk, dtype=dtype)
-    w_q = _randn(gen, a, d, dtype=dtype, scale=spread / math.sqrt(d))
-    w_k = _randn(gen, a, dk, dtype=dtype, scale=spread / math.sqrt(dk))
-    return Case(label, (q, k, w_q, w_k, _randn(gen, a, dtype=dtype)))
+    q, k = randn(gen, *batch, lq, d, dtype=dtype), randn(gen, *batch, lk, dk, dtype=dtype)
+    w_q = randn(gen, a, d, dtype=dtype, scale=spread / math.sqrt(d))
+    w_k = randn(gen, a, dk, dtype=dtype, scale=spread / math.sqrt(dk))
+    return Case(label, (q, k, w_q, w_k, randn(gen, a, dtype=dtype)))
 
 
 def _additive_cases(gen):
@@ -176,8 +173,8 @@ register(Exercise(
 # --- 3. Luong's general (bilinear) score -------------------------------------------------------------
 
 def _general_case(gen, label, batch, lq, lk, d, dtype=torch.float32):
-    return Case(label, (_randn(gen, *batch, lq, d, dtype=dtype), _randn(gen, *batch, lk, d, dtype=dtype),
-                        _randn(gen, d, d, dtype=dtype, scale=1 / math.sqrt(d))))
+    return Case(label, (randn(gen, *batch, lq, d, dtype=dtype), randn(gen, *batch, lk, d, dtype=dtype),
+                        randn(gen, d, d, dtype=dtype, scale=1 / math.sqrt(d))))
 
 
 def _general_cases(gen):

@@ -9,27 +9,23 @@ import torch
 
 from .. import attention, pooling
 from . import Case, Exercise, Mistake, register
-
-
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
-
+from ._grader import randn
 
 # --- 1. softmax with a temperature -------------------------------------------------------------------
 
 def _softmax_cases(gen):
     return [
-        Case("random scores", (_randn(gen, 3, 5, scale=2.0), 0.5)),
-        Case("a batch of rows (2, 4, 6)", (_randn(gen, 2, 4, 6, scale=2.0), 2.0)),
-        Case("one row", (_randn(gen, 1, 7), 1.0)),
-        Case("float64", (_randn(gen, 4, 3, dtype=torch.float64), 0.3)),
-        Case("large scores (about 1000)", (1000.0 + _randn(gen, 3, 4, scale=5.0), 1.0)),
-        Case("high temperature", (_randn(gen, 3, 5, scale=3.0), 25.0)),
-        Case("low temperature, widely spread scores", (_randn(gen, 3, 6, scale=3.0), 0.05)),
+        Case("random scores", (randn(gen, 3, 5, scale=2.0), 0.5)),
+        Case("a batch of rows (2, 4, 6)", (randn(gen, 2, 4, 6, scale=2.0), 2.0)),
+        Case("one row", (randn(gen, 1, 7), 1.0)),
+        Case("float64", (randn(gen, 4, 3, dtype=torch.float64), 0.3)),
+        Case("large scores (about 1000)", (1000.0 + randn(gen, 3, 4, scale=5.0), 1.0)),
+        Case("high temperature", (randn(gen, 3, 5, scale=3.0), 25.0)),
+        Case("low temperature, widely spread scores", (randn(gen, 3, 6, scale=3.0), 0.05)),
         # Rows so far apart (after dividing by T) that exp of one row underflows relative to another:
         # only a per-row maximum keeps every row finite. float64, so rounding cannot decide the verdict.
         Case("low temperature, rows far apart",
-             (_randn(gen, 3, 6, dtype=torch.float64, scale=3.0)
+             (randn(gen, 3, 6, dtype=torch.float64, scale=3.0)
               + torch.tensor([[0.0], [-40.0], [-80.0]], dtype=torch.float64), 0.05)),
     ]
 
@@ -79,8 +75,8 @@ register(Exercise(
 # --- 2. the soft lookup ------------------------------------------------------------------------------
 
 def _lookup_case(gen, label, b, lq, lk, d, dv, t, dtype=torch.float32):
-    return Case(label, (_randn(gen, b, lq, d, dtype=dtype), _randn(gen, b, lk, d, dtype=dtype),
-                        _randn(gen, b, lk, dv, dtype=dtype), t))
+    return Case(label, (randn(gen, b, lq, d, dtype=dtype), randn(gen, b, lk, d, dtype=dtype),
+                        randn(gen, b, lk, dv, dtype=dtype), t))
 
 
 def _lookup_cases(gen):

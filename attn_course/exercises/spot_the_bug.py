@@ -18,6 +18,7 @@ import torch
 from .. import _checks
 from ..masking import masked_softmax
 from . import Case, Exercise, Mistake, register
+from ._grader import randn
 
 # --- the references ----------------------------------------------------------------------------------
 
@@ -95,16 +96,12 @@ def buggy_attention(features: torch.Tensor, hidden: torch.Tensor, W1: torch.Tens
 
 # --- shared by the cases --------------------------------------------------------------------------------
 
-def _randn(gen, *shape, dtype=torch.float32, scale=1.0):
-    return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
-
-
 def _layer_case(gen, label, b, t, f, a, dh, dtype=torch.float32):
     """Random inputs for the layer; weights scaled by 1/√(fan-in) so the tanh is not saturated."""
-    return Case(label, (_randn(gen, b, t, f, dtype=dtype), _randn(gen, b, dh, dtype=dtype),
-                        _randn(gen, a, f, dtype=dtype, scale=f ** -0.5),
-                        _randn(gen, a, dh, dtype=dtype, scale=2 * dh ** -0.5),
-                        _randn(gen, 1, a, dtype=dtype, scale=2 * a ** -0.5)))
+    return Case(label, (randn(gen, b, t, f, dtype=dtype), randn(gen, b, dh, dtype=dtype),
+                        randn(gen, a, f, dtype=dtype, scale=f ** -0.5),
+                        randn(gen, a, dh, dtype=dtype, scale=2 * dh ** -0.5),
+                        randn(gen, 1, a, dtype=dtype, scale=2 * a ** -0.5)))
 
 
 def _layer_cases(gen):
@@ -125,11 +122,11 @@ def _projections(features, hidden, W1, W2):
 
 def _weights_cases(gen):
     return [
-        Case("random scores (B=3, T=7)", (_randn(gen, 3, 7, 1, scale=2.0),)),
-        Case("batch of one (B=1, T=5)", (_randn(gen, 1, 5, 1, scale=2.0),)),
-        Case("float64 (B=2, T=6)", (_randn(gen, 2, 6, 1, dtype=torch.float64, scale=2.0),)),
-        Case("large scores (about 1000)", (1000.0 + _randn(gen, 2, 4, 1, scale=5.0),)),
-        Case("one time step (T=1: the only weight is 1)", (_randn(gen, 3, 1, 1),)),
+        Case("random scores (B=3, T=7)", (randn(gen, 3, 7, 1, scale=2.0),)),
+        Case("batch of one (B=1, T=5)", (randn(gen, 1, 5, 1, scale=2.0),)),
+        Case("float64 (B=2, T=6)", (randn(gen, 2, 6, 1, dtype=torch.float64, scale=2.0),)),
+        Case("large scores (about 1000)", (1000.0 + randn(gen, 2, 4, 1, scale=5.0),)),
+        Case("one time step (T=1: the only weight is 1)", (randn(gen, 3, 1, 1),)),
     ]
 
 
