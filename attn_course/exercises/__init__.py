@@ -55,6 +55,7 @@ from . import (  # noqa: E402,F401
     local,
     masks,
     scoring,
+    self_attention,
     soft_lookup,
     spot_the_bug,
 )

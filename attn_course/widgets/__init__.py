@@ -19,3 +19,4 @@ from .local import *  # noqa: F403
 from .lookup import *  # noqa: F403
 from .masks import *  # noqa: F403
 from .scoring import *  # noqa: F403
+from .self_attention import *  # noqa: F403
