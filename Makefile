@@ -12,7 +12,7 @@ W7     := $(VENV)/ipywidgets7
 BOOK_HTML := _build/html/index.html
 
 .DEFAULT_GOAL := help
-.PHONY: help env book test test-fast lab execute check lint clean
+.PHONY: help env book test test-fast lab execute check lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -64,6 +64,9 @@ check: $(STAMP)  ## check notebook conventions without running anything
 
 lint: $(STAMP)  ## ruff (with B015: comparisons that assert nothing)
 	$(BIN)/ruff check .
+
+bench: $(STAMP)  ## benchmarks that print ratios against baselines measured in the same run (ARGS="--device cuda" ...)
+	$(PY) -m attn_course.bench mha $(ARGS)
 
 clean:  ## remove the built book and caches (keeps .venv)
 	rm -rf _build .pytest_cache .ruff_cache

@@ -9,6 +9,12 @@ One module per concept (see the book's introduction for which chapter uses which
 - ``attention``  the functional core: softmax with temperature, soft and hard lookup, ``attend``; hard
                  attention, Gumbel-softmax, straight-through and the REINFORCE loss
 - ``local``      Luong's local-m and local-p attention, and sliding-window attention
+- ``positional`` sinusoidal and learned positional encodings
+- ``multihead``  ``MultiHeadAttention`` (self, cross, causal; a readable reference path and a fast SDPA path)
+- ``cache``      the key/value cache for autoregressive decoding
+- ``transformer`` encoder and decoder layers and stacks (post- or pre-LayerNorm)
+- ``tasks``      synthetic tasks for measuring what attention buys (long-range dependencies)
+- ``bench``      benchmarks that print ratios against baselines measured in the same run
 - ``pooling``    attention pooling (Nadaraya-Watson kernel regression)
 - ``seq2seq``    a small GRU encoder-decoder, with or without attention
 - ``data``       datasets the project generates itself (nothing is downloaded)

@@ -151,3 +151,10 @@ def test_learner_warnings_are_not_shown(recwarn):
 
     assert grade(SOFTMAX, warns, seed=0).passed
     assert not [w for w in recwarn if "noisy" in str(w.message)]
+
+
+def test_equal_outputs_are_not_a_wrong_order():
+    twins = Exercise(id="t2", title="Twins", reference=lambda x: (x + 1, x + 1),
+                     cases=lambda gen: [Case("random", (torch.randn(3, generator=gen),))], outputs=("a", "b"),
+                     mistakes=(Mistake("m1", "h", lambda x: (x, x)), Mistake("m2", "h", lambda x: (-x, x))))
+    assert grade(twins, lambda x: (x + 1, x + 1), seed=0).passed

@@ -51,13 +51,16 @@ def check(exercise_id: str, fn, seed: int | None = None) -> Result:
 
 # Importing the exercise modules registers their exercises.
 from . import (  # noqa: E402,F401
+    cross_causal,
     hard_attention,
     local,
     masks,
+    multi_head,
     scoring,
     self_attention,
     soft_lookup,
     spot_the_bug,
+    why_attention,
 )
 
 __all__ = ["Case", "Exercise", "Mistake", "Result", "all_exercises", "check", "get", "register"]

@@ -18,5 +18,6 @@ from .hard import *  # noqa: F403
 from .local import *  # noqa: F403
 from .lookup import *  # noqa: F403
 from .masks import *  # noqa: F403
+from .multi_head import *  # noqa: F403
 from .scoring import *  # noqa: F403
 from .self_attention import *  # noqa: F403

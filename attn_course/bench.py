@@ -1,0 +1,328 @@
+"""Benchmarks that print ratios against baselines measured in the same run (speed targets live here, not in
+timed tests: a shared CI machine makes absolute times meaningless, ratios less so).
+
+    python -m attn_course.bench mha [--device cpu|cuda] [--dtype float32|bfloat16] [--sizes 512 1024 ...]
+                                    [--causal] [--threads T] [--rounds R] [--json out.json]
+
+Each benchmark is a function registered in ``BENCHMARKS`` with its own command-line options; the helpers
+(``environment``, ``median_time``, ``peak_memory``, ``sdpa_kernels``, ``print_table``) are shared, so a
+new benchmark (e.g. ``local``) is one more function. Times are medians of
+``torch.utils.benchmark.Timer.blocked_autorange``; each candidate is timed in ``--rounds`` interleaved
+rounds and the fastest round kept, so a burst of load from other processes skews one round, not the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .multihead import MultiHeadAttention
+
+MiB = 2**20
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# --- shared helpers ----------------------------------------------------------------------------------
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict:
+    """What the numbers depend on: device, dtype, torch version, threads, SDPA backends enabled."""
+    env = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
+           "python": platform.python_version(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["capability"] = "sm_{}{}".format(*torch.cuda.get_device_capability(device))
+        cuda = torch.backends.cuda
+        flags = {"flash": cuda.flash_sdp_enabled(), "memory-efficient": cuda.mem_efficient_sdp_enabled(),
+                 "cudnn": cuda.cudnn_sdp_enabled(), "math": cuda.math_sdp_enabled()}
+        env["sdpa_enabled"] = [name for name, on in flags.items() if on]
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+        env["cpus"] = os.cpu_count()
+        if hasattr(os, "getloadavg"):  # other processes on the machine make the times noisier
+            env["load_average"] = round(os.getloadavg()[0], 2)
+        env["sdpa_enabled"] = ["flash (CPU)", "math"]  # the CPU dispatcher has no switches
+    return env
+
+
+class _OpNames(TorchDispatchMode):
+    """Records the name of every aten operator that runs inside the ``with`` block."""
+
+    def __enter__(self):
+        self.names = []
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.name())
+        return func(*args, **(kwargs or {}))
+
+
+_KERNELS = {"_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
+            "_scaled_dot_product_flash_attention": "flash",
+            "_scaled_dot_product_efficient_attention": "memory-efficient",
+            "_scaled_dot_product_cudnn_attention": "cudnn",
+            "_scaled_dot_product_fused_attention_overrideable": "fused (device-specific)"}
+
+
+def sdpa_kernels(fn: Callable[[], object]) -> str:
+    """Which SDPA kernel(s) ``fn`` ran: the fused operators it dispatched to, or "math" when SDPA decomposed
+    into plain matrix products (its fallback), or "none" when it did not call SDPA at all."""
+    with torch.no_grad(), _OpNames() as ops:
+        fn()
+    names = {name.removeprefix("aten::").split(".")[0] for name in ops.names}
+    used = sorted(label for op, label in _KERNELS.items() if op in names)
+    if used:
+        return ", ".join(used)
+    if "_native_multi_head_attention" in names:  # nn.MultiheadAttention's fused path hides its kernel
+        return "fused MHA (_native_multi_head_attention)"
+    return "math" if "_scaled_dot_product_attention_math" in names else "none"
+
+
+def median_time(fns: dict[str, Callable[[], object]], *, threads: int, rounds: int,
+                min_run_time: float) -> dict[str, float]:
+    """Median seconds per call of each function, the best of ``rounds`` interleaved rounds."""
+    for fn in fns.values():  # warm up: first calls pay for one-time set-up (thread pools, kernel choice)
+        fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=threads)
+            best[name] = min(best[name], timer.blocked_autorange(min_run_time=min_run_time).median)
+    return best
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2: the profiler's C++ side logs two lines each time it starts and stops."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated while ``fn()`` runs, above what was allocated before (inputs and weights are
+    not counted). CUDA: the caching allocator's peak. CPU: every allocation and free the profiler sees
+    (kernels' scratch buffers included, not only the tensors Python gets back), replayed in time order."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch._C._profiler import _EventType  # the profiler's event tree: private, but the only timeline
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    sizes, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        stack.extend(event.children)
+        if event.tag == _EventType.Allocation:  # alloc_size < 0 for a free
+            sizes.append((event.start_time_ns, event.extra_fields.alloc_size))
+    live = peak = 0
+    for _, size in sorted(sizes):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+def print_table(header: list[str], rows: list[list], formats: list[str]) -> None:
+    """Right-aligned columns as wide as the wider of the header and the formatted cells."""
+    cells = [[format(value, fmt) for value, fmt in zip(row, formats)] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+# --- mha: multi-head attention against nn.MultiheadAttention and the bare SDPA composition ----------------
+
+def _bare_sdpa(x: torch.Tensor, mha: nn.MultiheadAttention, causal: bool) -> torch.Tensor:
+    """The least a fused self-attention can do: one in-projection, SDPA, one out-projection, no checks."""
+    b, n, e = x.shape
+    h = mha.num_heads
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)  # (B, N, 3E)
+    q, k, v = qkv.view(b, n, 3, h, e // h).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, D)
+    context = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, H, N, D)
+    return F.linear(context.transpose(1, 2).reshape(b, n, e), mha.out_proj.weight, mha.out_proj.bias)
+
+
+def mha_candidates(x: torch.Tensor, torch_mha: nn.MultiheadAttention, causal: bool) -> dict[str, Callable]:
+    """The functions timed by ``mha``, all computing the same self-attention output of x (B, N, E)."""
+    e, h = torch_mha.embed_dim, torch_mha.num_heads
+    ours = {impl: MultiHeadAttention(e, h, impl=impl).to(x.device, x.dtype).eval()
+            for impl in ("sdpa", "reference")}
+    for module in ours.values():
+        module.load_state_dict(torch_mha.state_dict())
+    n = x.size(1)
+    mask = None if not causal else ~torch.ones(n, n, dtype=torch.bool, device=x.device).tril()  # True = hide
+    return {
+        "ours": lambda: ours["sdpa"](x, is_causal=causal)[0],
+        "bare": lambda: _bare_sdpa(x, torch_mha, causal),
+        "naive": lambda: ours["reference"](x, is_causal=causal)[0],
+        "MHA(w)": lambda: torch_mha(x, x, x, attn_mask=mask, is_causal=causal)[0],
+        "MHA(no w)": lambda: torch_mha(x, x, x, attn_mask=mask, is_causal=causal, need_weights=False)[0],
+    }
+
+
+MHA_LEGEND = """\
+  ours       MultiHeadAttention(impl="sdpa")(x)                   (attn_course, no weights returned)
+  bare       F.linear(x, in_proj) -> F.scaled_dot_product_attention -> F.linear(out_proj), no checks
+  naive      MultiHeadAttention(impl="reference")(x)              (materialises the (B, H, N, N) weights)
+  MHA(w)     nn.MultiheadAttention(x, x, x)                       (its default call: need_weights=True)
+  MHA(no w)  nn.MultiheadAttention(x, x, x, need_weights=False)   (torch's own fused path)"""
+
+
+def mha(args: argparse.Namespace) -> dict:
+    """Forward time and peak memory of multi-head self-attention, B=1, H heads of size D, N tokens."""
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    e = args.heads * args.head_dim
+    torch_mha = nn.MultiheadAttention(e, args.heads, batch_first=True).to(device, dtype).eval()
+    sizes = args.sizes or ([1024, 2048, 4096, 8192] if device.type == "cuda" else [512, 1024, 2048, 4096])
+    result = {"benchmark": "mha", "env": environment(device, dtype), "heads": args.heads,
+              "head_dim": args.head_dim, "causal": args.causal, "rows": []}
+    _print_env(result["env"])
+    print(f"mha: forward only, eval mode, torch.no_grad(); B=1, H={args.heads}, D={args.head_dim} (E={e}), "
+          f"{'causal ' if args.causal else ''}self-attention; median ms, best of {args.rounds} rounds")
+    print(MHA_LEGEND)
+    for n in sizes:
+        x = torch.randn(1, n, e, device=device, dtype=dtype)
+        fns = mha_candidates(x, torch_mha, args.causal)
+        with torch.no_grad():
+            times = median_time(fns, threads=args.threads, rounds=args.rounds, min_run_time=args.min_run_time)
+            memory = {name: peak_memory(fns[name], device) for name in ("ours", "bare", "naive")}
+        kernels = {name: sdpa_kernels(fns[name]) for name in ("ours", "bare", "MHA(no w)")}
+        result["rows"].append({"N": n, "ms": {k: 1e3 * t for k, t in times.items()},
+                               "peak_MiB": {k: m / MiB for k, m in memory.items()}, "sdpa_kernel": kernels})
+    _print_mha(result, e, device)
+    return result
+
+
+def _print_env(env: dict) -> None:
+    print("  ".join(f"{key}={', '.join(value) if isinstance(value, list) else value}"
+                    for key, value in env.items()))
+
+
+def _print_mha(result: dict, e: int, device: torch.device) -> None:
+    rows = result["rows"]
+    print("\ntime (ms) and ratios (> 1 means ours is faster; ours/bare is ours' overhead)")
+    print_table(["N", "ours", "bare", "naive", "MHA(w)", "MHA(no w)", "ours/bare", "naive/ours",
+                 "MHA(w)/ours", "MHA(no w)/ours"],
+                [[r["N"], *(r["ms"][k] for k in ("ours", "bare", "naive", "MHA(w)", "MHA(no w)")),
+                  r["ms"]["ours"] / r["ms"]["bare"], *(r["ms"][k] / r["ms"]["ours"]
+                                                       for k in ("naive", "MHA(w)", "MHA(no w)"))]
+                 for r in rows],
+                ["d"] + [".2f"] * 5 + [".2f"] * 4)
+    print("\npeak extra memory (MiB; inputs and weights not counted) and its growth from the previous N "
+          "(x2 per doubling of N is O(N·D), x4 is O(N²))")
+    table = []
+    for i, r in enumerate(rows):
+        mem = r["peak_MiB"]
+        growth = ([mem[k] / rows[i - 1]["peak_MiB"][k] if i and rows[i - 1]["peak_MiB"][k] else math.nan
+                   for k in ("ours", "naive")])
+        per_token = mem["ours"] * MiB / (r["N"] * e * torch.finfo(DTYPES[result["env"]["dtype"]]).bits / 8)
+        table.append([r["N"], mem["ours"], mem["bare"], mem["naive"], *growth, per_token])
+    print_table(["N", "ours", "bare", "naive", "ours growth", "naive growth", "ours / (N·E elements)"],
+                table, ["d", ".1f", ".1f", ".1f", ".2f", ".2f", ".1f"])
+    kernels = {name: sorted({r["sdpa_kernel"][name] for r in rows}) for name in rows[0]["sdpa_kernel"]}
+    print("\nSDPA kernel that ran: " + "; ".join(f"{name}: {' / '.join(k)}" for name, k in kernels.items()))
+    _print_mha_bars(rows, device)
+
+
+def _print_mha_bars(rows: list[dict], device: torch.device) -> None:
+    """The issue's targets, each marked met or missed at every size."""
+    def mark(ok):
+        return "met" if ok else "MISSED"
+
+    print("\ntargets (issue 4):")
+    def faster(name):
+        return lambda r: r["ms"][name] / r["ms"]["ours"]
+
+    def overhead(r):
+        return r["ms"]["ours"] / r["ms"]["bare"]
+
+    if device.type == "cuda":
+        checks = [("ours within 1.05x of bare", overhead, 1.05, False),
+                  ("ours >= 4x faster than naive (bar at N=8192)", faster("naive"), 4.0, True)]
+    else:
+        checks = [("ours >= 1.8x faster than MHA(w), the default call", faster("MHA(w)"), 1.8, True),
+                  ("ours within 1.1x of bare", overhead, 1.1, False)]
+    for label, ratio, bar, at_least in checks:
+        cells = [f"N={r['N']}: {ratio(r):.2f}x {mark(ratio(r) >= bar if at_least else ratio(r) <= bar)}"
+                 for r in rows]
+        print(f"  {label}: " + ", ".join(cells))
+    growth = [rows[i]["peak_MiB"]["ours"] / rows[i - 1]["peak_MiB"]["ours"] * rows[i - 1]["N"] / rows[i]["N"]
+              for i in range(1, len(rows)) if rows[i - 1]["peak_MiB"]["ours"]]
+    if growth:
+        print(f"  ours' peak memory O(N·D), not O(N²): growth per doubling of N / 2 = "
+              f"{', '.join(f'{g:.2f}' for g in growth)} (1 is linear, 2 quadratic) "
+              f"{mark(max(growth) < 1.5)}")
+
+
+def _mha_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heads", type=int, default=8, help="H (default 8)")
+    parser.add_argument("--head-dim", type=int, default=64, help="D, features per head (default 64)")
+    parser.add_argument("--causal", action="store_true", help="causal self-attention")
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+# name -> (run(args) -> results, add_arguments(subparser)); a new benchmark is one more entry
+BENCHMARKS: dict[str, tuple[Callable[[argparse.Namespace], dict],
+                            Callable[[argparse.ArgumentParser], None]]] = {
+    "mha": (mha, _mha_arguments),
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m attn_course.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (run, add_arguments) in BENCHMARKS.items():
+        sub = subparsers.add_parser(name, help=run.__doc__.split("\n")[0])
+        sub.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        sub.add_argument("--dtype", choices=list(DTYPES), default=None,
+                         help="default float32 on the CPU, bfloat16 on CUDA")
+        sub.add_argument("--sizes", type=int, nargs="+", help="sequence lengths N")
+        sub.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                         help=f"CPU threads (default {torch.get_num_threads()})")
+        sub.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds, best kept (5)")
+        sub.add_argument("--min-run-time", type=float, default=0.05, help="seconds per measurement (0.05)")
+        sub.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+        add_arguments(sub)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    torch.set_num_threads(args.threads)
+    run, _ = BENCHMARKS[args.benchmark]
+    result = run(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
