@@ -7,7 +7,8 @@ cached. Shapes: keys (..., L, D), values (..., L, Dv), queries (..., Lq, D); the
 B and H) must match between the cache and the new entries.
 
 - ``extend``            the functional core: the cache with new keys and values appended
-- ``decode_attention``  attention of the newest Lq queries over all the cached keys (causal, bottom-right)
+- ``decode_attention``  attention of the newest Lq queries over all the cached keys (causal, bottom-right;
+                        grouped-query heads too)
 - ``decode_step``       one decoding step of a single-head layer: project, extend, attend
 - ``KVCache``           a small object holding one layer's keys and values between steps
 - ``cache_numbers``     how many numbers a cache holds: 2 · L · layers · H · Dh per sequence
@@ -46,17 +47,43 @@ def extend(k_cache: torch.Tensor, v_cache: torch.Tensor, k_new: torch.Tensor,
     the cached ones first, the newest last.
     """
     _check_pair("k_cache", k_cache, "v_cache", v_cache)
+    return _extend(k_cache, v_cache, k_new, v_new, ("k_cache", "v_cache"))
+
+
+def _extend(k_cache, v_cache, k_new, v_new, cache_names):
+    """``extend`` after the cache's own checks; ``cache_names`` say how error messages call the cache (the
+    caller's argument names, or "the cached keys" when the cache lives in a ``KVCache``)."""
     _check_pair("k_new", k_new, "v_new", v_new)
-    for name, old, new, what in (("k", k_cache, k_new, "D"), ("v", v_cache, v_new, "Dv")):
+    for name, cached, old, new, what in (("k_new", cache_names[0], k_cache, k_new, "D"),
+                                         ("v_new", cache_names[1], v_cache, v_new, "Dv")):
         if old.shape[:-2] != new.shape[:-2] or old.size(-1) != new.size(-1):
-            raise ValueError(f"{name}_new must match {name}_cache in every dimension but the length: "
-                             f"(..., L, {what}); got {name}_cache {tuple(old.shape)} and "
-                             f"{name}_new {tuple(new.shape)}")
+            raise ValueError(f"{name} must match {cached} in every dimension but the length: "
+                             f"(..., L, {what}); got {cached} {tuple(old.shape)} and "
+                             f"{name} {tuple(new.shape)}")
         if old.dtype != new.dtype or old.device != new.device:
-            raise TypeError(f"{name}_new must have {name}_cache's dtype and device ({old.dtype} on "
+            raise TypeError(f"{name} must have the dtype and device of {cached} ({old.dtype} on "
                             f"{old.device}), got {new.dtype} on {new.device}")
     # torch.cat copies the whole cache at each step; real servers preallocate (a "static" cache) or page it.
     return torch.cat([k_cache, k_new], dim=-2), torch.cat([v_cache, v_new], dim=-2)
+
+
+def _repeat_kv_heads(q, keys, values):
+    """Grouped-query attention (Ainslie et al. 2023): with q (B, Hq, Lq, D) and keys, values (B, Hkv, Lk, .)
+    where Hq = G · Hkv, each key/value head serves G consecutive query heads, so repeat each one G times.
+    Tensors with fewer than 4 dimensions, or with matching (or broadcastable 1) head counts, pass as they are.
+    """
+    if q.dim() < 4 or keys.dim() < 4 or values.dim() < 4:
+        return keys, values
+    hq, hkv = q.size(-3), keys.size(-3)
+    if hq == hkv or hkv == 1 or values.size(-3) != hkv:
+        return keys, values  # equal, broadcast (multi-query), or a mismatch _check_qkv reports
+    if hq % hkv:
+        raise ValueError(f"q has {hq} heads and the cache {hkv} key/value heads: for grouped-query attention "
+                         f"the number of query heads must be a multiple of the key/value heads (dimension "
+                         f"-3); got q {tuple(q.shape)} and keys {tuple(keys.shape)}")
+    group = hq // hkv
+    # (B, Hkv, Lk, D) -> (B, Hq, Lk, D): key/value head h serves query heads h·G .. h·G + G - 1
+    return keys.repeat_interleave(group, dim=-3), values.repeat_interleave(group, dim=-3)
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -71,7 +98,16 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     q: (..., Lq, D), keys: (..., Lk, D), values: (..., Lk, Dv), Lq <= Lk; mask: optional boolean mask, True =
     may attend, broadcastable to (..., Lq, Lk) (e.g. a padding mask (B, 1, Lk)), combined with the causal
     one. Returns context (..., Lq, Dv) and weights (..., Lq, Lk).
+
+    Grouped-query attention (Ainslie et al. 2023): with heads, q (B, Hq, Lq, D) may face a cache of fewer
+    key/value heads, keys (B, Hkv, Lk, D) and values (B, Hkv, Lk, Dv), when Hq is a multiple G of Hkv; each
+    key/value head then serves G consecutive query heads (as ``repeat_interleave`` orders them), and the
+    results have Hq heads.
     """
+    _checks.tensor("q", q)
+    _checks.tensor("keys", keys)
+    _checks.tensor("values", values)
+    keys, values = _repeat_kv_heads(q, keys, values)  # (B, Hq, Lk, D), (B, Hq, Lk, Dv)
     _check_qkv(q, keys, values)
     lq, lk = q.size(-2), keys.size(-2)
     if lq > lk:
@@ -114,9 +150,9 @@ class KVCache:
 
     ``cache.append(k_new, v_new)`` stores k_new (..., Ln, D) and v_new (..., Ln, Dv) after what is already
     there and returns all the keys (..., L, D) and values (..., L, Dv) so far, ready for
-    ``decode_attention``. The first append fixes the leading dimensions, sizes, dtype and device; ``len(cache)``
-    is the number of cached positions L; ``reset()`` empties it for a new sequence. A model with several layers
-    keeps one cache per layer.
+    ``decode_attention`` (the cache's own tensors: read them, do not change them in place). The first append
+    fixes the leading dimensions, sizes, dtype and device; ``len(cache)`` is the number of cached positions L;
+    ``reset()`` empties it for a new sequence. A model with several layers keeps one cache per layer.
     """
 
     def __init__(self):
@@ -131,12 +167,17 @@ class KVCache:
         return f"KVCache(length={len(self)}, keys={shape})"
 
     def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append new keys (..., Ln, D) and values (..., Ln, Dv); return all keys and values so far."""
+        """Append new keys (..., Ln, D) and values (..., Ln, Dv); return all keys and values so far.
+
+        The cache keeps its own copy: changing k_new or v_new in place afterwards does not change it (the
+        first append clones them; later ones concatenate, which copies).
+        """
         if self.keys is None:
             _check_pair("k_new", k_new, "v_new", v_new)
-            self.keys, self.values = k_new, v_new
+            self.keys, self.values = k_new.clone(), v_new.clone()
         else:
-            self.keys, self.values = extend(self.keys, self.values, k_new, v_new)
+            self.keys, self.values = _extend(self.keys, self.values, k_new, v_new,
+                                             ("the cached keys", "the cached values"))
         return self.keys, self.values
 
     def reset(self) -> None:

@@ -12,6 +12,8 @@ embedding breaks the symmetry. Two kinds (Vaswani et al. 2017, section 3.5):
 - **learned**: a trainable table of ``max_len`` vectors (as in BERT and GPT-2); it knows no position past
   ``max_len``.
 
+Both modules take ``(d_model, max_len, ...)`` in that order, the options after them by keyword only.
+
 Shapes: L positions (the sequence length), d_model the embedding size; x: (B, L, d_model) or (L, d_model).
 """
 
@@ -63,6 +65,9 @@ def _check_positions(positions) -> None:
     if positions.dim() < 1:
         raise ValueError("positions must have at least 1 dimension (..., L), got a 0-d tensor; "
                          "use positions[None] for a single position")
+    if positions.is_floating_point() and not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions must be finite numbers, got NaN or infinity (a NaN position would "
+                         "silently give a NaN encoding)")
 
 
 def sinusoidal_encoding(positions: torch.Tensor, d_model: int, *,
@@ -97,6 +102,18 @@ def sinusoidal_table(length: int, d_model: int, *, base: float = DEFAULT_BASE,
     return sinusoidal_encoding(positions, d_model, base=base).to(dtype)
 
 
+def _check_offset(offset) -> float:
+    """A number, or a 0-d real tensor holding one (read with ``.item()``), finite."""
+    if isinstance(offset, torch.Tensor):
+        if offset.dim() != 0:
+            raise ValueError(f"offset must be one number (a 0-d tensor at most), got a tensor of shape "
+                             f"{tuple(offset.shape)}")
+        if offset.dtype == torch.bool or offset.is_complex():
+            raise TypeError(f"offset must be a real number, got a tensor of dtype {offset.dtype}")
+        offset = offset.item()
+    return _checks.number("offset", offset)
+
+
 def shift_sinusoidal(encoding: torch.Tensor, offset: float, *, base: float = DEFAULT_BASE) -> torch.Tensor:
     """Move sinusoidal encodings ``offset`` positions on, by a linear map: ``PE(pos) -> PE(pos + offset)``.
 
@@ -110,12 +127,13 @@ def shift_sinusoidal(encoding: torch.Tensor, offset: float, *, base: float = DEF
     a rotation of the point (sin, cos) by the angle ``a``; the matrix depends on the offset only, not on pos.
 
     encoding: (..., L, d_model), d_model even; any vectors (the map is linear), PE(pos) rows in particular.
-    offset: a number (negative moves back). Returns a tensor of the encoding's shape, dtype and device.
+    offset: a number (negative moves back), or a 0-d tensor holding one (e.g. ``lengths[0]``). Returns a
+    tensor of the encoding's shape, dtype and device.
     """
     _checks.tensor("encoding", encoding)
     if encoding.dim() < 1:
         raise ValueError("encoding must have at least 1 dimension (..., d_model), got a 0-d tensor")
-    _checks.number("offset", offset)
+    offset = _check_offset(offset)
     d_model = _check_d_model(encoding.size(-1))
     angle = offset * sinusoidal_frequencies(d_model, base=base, dtype=torch.float64)  # (d_model/2,)
     cos, sin = torch.cos(angle).to(encoding), torch.sin(angle).to(encoding)
@@ -141,13 +159,16 @@ class SinusoidalPositionalEncoding(nn.Module):
     """Add sinusoidal positional encodings to embeddings, then dropout (Vaswani et al. 2017, section 3.5;
     they apply dropout, rate 0.1, to these sums, section 5.4).
 
+    ``SinusoidalPositionalEncoding(d_model, max_len=5000, *, dropout=0.0, base=10000)``: the same argument
+    order as ``LearnedPositionalEmbedding``, so the two can replace each other.
     ``forward(x)``: x (B, L, d_model) or (L, d_model), L <= max_len. Returns ``dropout(x + PE[:L])``, of
     x's shape and dtype. The table is a fixed buffer (not a parameter, not saved in the state dict), moved
     with the module by ``.to(device)``. Vaswani et al. also multiply the token embeddings by √d_model
     before the sum (section 3.4); that is the embedding's job, not done here.
     """
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0, base: float = DEFAULT_BASE):
+    def __init__(self, d_model: int, max_len: int = 5000, *, dropout: float = 0.0,
+                 base: float = DEFAULT_BASE):
         super().__init__()
         self.d_model = _check_d_model(d_model)
         self.max_len = _checks.positive("max_len", max_len, integer=True)
@@ -172,15 +193,17 @@ class LearnedPositionalEmbedding(nn.Module):
     Gehring et al. 2017, BERT and GPT-2; Vaswani et al. 2017, section 3.5, found them about as good as the
     sinusoids).
 
-    The table ``weight`` (max_len, d_model) starts as N(0, 0.02²) noise, like BERT's and GPT-2's, and is
-    trained with the rest of the model. ``forward(x)``: x (B, L, d_model) or (L, d_model). Returns
-    ``dropout(x + weight[:L])`` in x's dtype. A position >= max_len has no vector: longer inputs raise.
+    ``LearnedPositionalEmbedding(d_model, max_len, *, dropout=0.0, init_std=0.02)``: d_model first, as in
+    ``SinusoidalPositionalEncoding``. The table ``weight`` (max_len, d_model) starts as N(0, init_std²)
+    noise, 0.02 as in BERT (GPT-2 used 0.01 for its position table), and is trained with the rest of the
+    model. ``forward(x)``: x (B, L, d_model) or (L, d_model). Returns ``dropout(x + weight[:L])`` in x's
+    dtype. A position >= max_len has no vector: longer inputs raise.
     """
 
-    def __init__(self, max_len: int, d_model: int, dropout: float = 0.0, init_std: float = 0.02):
+    def __init__(self, d_model: int, max_len: int, *, dropout: float = 0.0, init_std: float = 0.02):
         super().__init__()
-        self.max_len = _checks.positive("max_len", max_len, integer=True)
         self.d_model = _checks.positive("d_model", d_model, integer=True)
+        self.max_len = _checks.positive("max_len", max_len, integer=True)
         _checks.number("dropout", dropout, minimum=0, strict=False)
         if dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -193,4 +216,4 @@ class LearnedPositionalEmbedding(nn.Module):
         return self.dropout(x + self.weight[:length].to(x.dtype))  # (.., L, d_model) + (L, d_model)
 
     def extra_repr(self) -> str:
-        return f"max_len={self.max_len}, d_model={self.d_model}"
+        return f"d_model={self.d_model}, max_len={self.max_len}"

@@ -65,15 +65,28 @@ def _config(embed_dim, num_heads, hidden_dim, dropout, activation, norm_first, l
     return embed_dim, num_heads, hidden_dim
 
 
-def _check_sequence(name: str, x, embed_dim: int, like: torch.Tensor | None = None) -> None:
+def _check_sequence(name: str, x, module: nn.Module, like: torch.Tensor | None = None) -> None:
+    """x must be (B, L, E) with the module's E and dtype (and, with ``like``, its batch size)."""
     _checks.tensor(name, x, ndim=3)
-    if x.size(-1) != embed_dim:
-        raise ValueError(f"{name} must have shape (B, L, E) with E = embed_dim = {embed_dim}, "
+    if x.size(-1) != module.embed_dim:
+        raise ValueError(f"{name} must have shape (B, L, E) with E = embed_dim = {module.embed_dim}, "
                          f"got shape {tuple(x.shape)}")
+    dtype = next(module.parameters()).dtype
+    # else torch stops deep inside a matmul with "mat1 and mat2 must have the same dtype"; under autocast
+    # mixed dtypes are expected and torch casts them itself
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} is {x.dtype} but the layer's parameters are {dtype}: convert one to the "
+                        f"other, e.g. {name}.to({dtype}) or layer.to({x.dtype})")
     if like is not None:
         _checks.same_size("x", like, 0, name, x, 0, "batch size B (first dimension)")
         if x.dtype != like.dtype:
             raise TypeError(f"x and {name} must share one dtype, got {like.dtype} and {x.dtype}")
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
 
 
 def _check_layers(num_layers) -> int:
@@ -169,7 +182,8 @@ class EncoderLayer(_Layer):
         head (B, H, L, L), else None. Padded positions still get an output (it is computed from the real
         tokens); leave them out of the loss.
         """
-        _check_sequence("x", x, self.embed_dim)
+        _check_sequence("x", x, self)
+        _check_flag("is_causal", is_causal)
 
         def attend(h):
             return self.self_attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
@@ -203,28 +217,28 @@ class DecoderLayer(_Layer):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, causal: bool = True,
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, is_causal: bool = True,
                 key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                 memory_key_padding_mask: torch.Tensor | None = None,
                 return_weights: bool = False) -> tuple[torch.Tensor, dict | None]:
         """x: (B, L, E) the target so far; memory: (B, Lm, E) the encoder's output.
 
-        causal: mask the self-attention so position t sees 0..t (True, as in the paper; False only for
-        experiments); key_padding_mask: bool (B, L), True on real target tokens; attn_mask: an extra
+        is_causal: mask the self-attention so position t sees 0..t (True by default, as in the paper;
+        False only for experiments). This differs from ``nn.TransformerDecoder``, which is not causal
+        unless given a ``tgt_mask``. key_padding_mask: bool (B, L), True on real target tokens; attn_mask: an extra
         self-attention mask, bool (L, L) or (B, H, L, L), True = may attend; memory_key_padding_mask:
         bool (B, Lm), True on real source tokens.
 
         Returns the output (B, L, E) and, with ``return_weights``, a dict of every head's weights:
         ``"self"`` (B, H, L, L) and ``"cross"`` (B, H, L, Lm); else None.
         """
-        _check_sequence("x", x, self.embed_dim)
-        _check_sequence("memory", memory, self.embed_dim, like=x)
-        if not isinstance(causal, bool):
-            raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
+        _check_sequence("x", x, self)
+        _check_sequence("memory", memory, self, like=x)
+        _check_flag("is_causal", is_causal)
 
         def self_attend(h):
-            return self.self_attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask, is_causal=causal,
-                                  return_weights=return_weights, average_weights=False)
+            return self.self_attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                                  is_causal=is_causal, return_weights=return_weights, average_weights=False)
 
         def cross_attend(h):  # queries from the decoder, keys and values from the encoder
             return self.multihead_attn(h, memory, memory, key_padding_mask=memory_key_padding_mask,
@@ -285,16 +299,17 @@ class Decoder(nn.Module):
             for _ in range(_check_layers(num_layers)))
         self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, causal: bool = True,
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, *, is_causal: bool = True,
                 key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                 memory_key_padding_mask: torch.Tensor | None = None,
                 return_weights: bool = False) -> tuple[torch.Tensor, list[dict] | None]:
-        """x: (B, L, E), memory: (B, Lm, E); masks as in ``DecoderLayer.forward``. Returns the output
+        """x: (B, L, E), memory: (B, Lm, E); is_causal (True by default) and the masks as in
+        ``DecoderLayer.forward``. Returns the output
         (B, L, E) and, with ``return_weights``, a list with each layer's dict of weights
         (``"self"`` (B, H, L, L), ``"cross"`` (B, H, L, Lm)), else None."""
         all_weights = []
         for layer in self.layers:
-            x, weights = layer(x, memory, causal=causal, key_padding_mask=key_padding_mask,
+            x, weights = layer(x, memory, is_causal=is_causal, key_padding_mask=key_padding_mask,
                                attn_mask=attn_mask, memory_key_padding_mask=memory_key_padding_mask,
                                return_weights=return_weights)
             all_weights.append(weights)

@@ -5,8 +5,10 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attn_course import bench
+from attn_course.multihead import MultiHeadAttention
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -16,7 +18,8 @@ def test_mha_benchmark_runs_and_writes_its_table(tmp_path, capsys, causal):
             "--min-run-time", "0.001", "--json", str(out)] + (["--causal"] if causal else [])
     result = bench.main(args)
     printed = capsys.readouterr().out
-    for text in ("torch=", "threads=", "MHA(w)/ours", "peak extra memory", "SDPA kernel that ran", "targets"):
+    for text in ("torch=", "threads=", "sdpa_enabled=", "bare/ours", "MHA(w)/ours", "peak extra memory",
+                 "SDPA kernel that ran", "targets"):
         assert text in printed
     saved = json.loads(out.read_text())
     assert saved["env"]["torch"] == torch.__version__ and saved["causal"] is causal
@@ -38,11 +41,67 @@ def test_candidates_compute_the_same_output():
         torch.testing.assert_close(output, outputs["MHA(w)"], rtol=1e-5, atol=1e-5, msg=name)
 
 
+@pytest.fixture
+def flash_off():
+    """Switch SDPA's flash kernels off (the CPU's too) for one test, then restore the switch."""
+    before = torch.backends.cuda.flash_sdp_enabled()
+    torch.backends.cuda.enable_flash_sdp(False)
+    yield
+    torch.backends.cuda.enable_flash_sdp(before)
+
+
+def test_sdpa_kernels_names_the_fused_kernel_the_math_fallback_and_none():
+    q = torch.randn(1, 2, 8, 4)
+    assert bench.sdpa_kernels(lambda: F.scaled_dot_product_attention(q, q, q)) == "flash (CPU)"
+    # dropout: no fused CPU kernel takes it, SDPA falls back to its math path (CompositeImplicit, so the
+    # dispatcher never sees its name: the TorchFunctionMode sees the call)
+    assert bench.sdpa_kernels(lambda: F.scaled_dot_product_attention(q, q, q, dropout_p=0.1)) == "math"
+    assert bench.sdpa_kernels(lambda: q @ q.transpose(-2, -1)) == "none"
+    ours, x = MultiHeadAttention(8, 2, dropout=0.1).train(), torch.randn(1, 8, 8)
+    assert bench.sdpa_kernels(lambda: ours(x)) == "math"  # training with dropout on the CPU
+    assert bench.sdpa_kernels(lambda: ours.eval()(x)) == "flash (CPU)"
+    assert bench.sdpa_kernels(lambda: ours(x, return_weights=True)) == "none"  # the reference path
+
+
+def test_sdpa_kernels_and_environment_see_the_switches(flash_off):
+    q = torch.randn(1, 2, 8, 4)
+    assert bench.sdpa_kernels(lambda: F.scaled_dot_product_attention(q, q, q)) == "math"
+    assert "flash (CPU)" not in bench.environment(torch.device("cpu"), torch.float32)["sdpa_enabled"]
+
+
+def test_environment_lists_the_cpu_backends_switched_on():
+    env = bench.environment(torch.device("cpu"), torch.float32)
+    assert env["sdpa_enabled"] == ["flash (CPU)", "math"] and "load_average" in env
+
+
 def test_peak_memory_sees_a_temporary_tensor():
     def make_and_drop():
         torch.empty(2**20, dtype=torch.uint8).fill_(1)  # 1 MiB, freed at once
 
     assert bench.peak_memory(make_and_drop, torch.device("cpu")) >= 2**20
+
+
+def test_peak_memory_falls_back_when_the_private_profiler_api_changed(monkeypatch, capsys):
+    def changed(fn):
+        raise AttributeError("'_ProfilerResult' object has no attribute 'experimental_event_tree'")
+
+    monkeypatch.setattr(bench, "_cpu_allocations", changed)
+    bench._print_once.cache_clear()
+    assert bench.peak_memory(lambda: None, torch.device("cpu")) is None
+    assert "CPU peak memory unavailable" in capsys.readouterr().out
+    result = bench.main(["mha", "--sizes", "16", "32", "--heads", "2", "--head-dim", "4", "--rounds", "1",
+                         "--min-run-time", "0.001"])
+    assert result["rows"][0]["peak_MiB"]["ours"] is None
+    printed = capsys.readouterr().out
+    assert "nan" in printed and "CPU peak memory unavailable" not in printed  # said once
+
+
+def test_targets_judge_the_naive_bar_at_the_largest_size_only(capsys):
+    rows = [{"N": n, "ms": {"ours": 1.0, "bare": 1.0, "naive": ratio, "MHA(w)": 2.0},
+             "peak_MiB": {"ours": n / 1000}} for n, ratio in ((1024, 2.0), (2048, 5.0))]
+    bench._print_mha_bars(rows, torch.device("cuda"))
+    printed = capsys.readouterr().out
+    assert "N=1024: 2.00x," in printed and "N=2048: 5.00x met" in printed and "MISSED" not in printed
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):

@@ -96,6 +96,26 @@ def test_kvcache_object_with_heads_equals_full_causal_attention():
     assert len(kv) == 0 and kv.keys is None
 
 
+@pytest.mark.parametrize(("hq", "hkv"), [(8, 2), (4, 1), (3, 3)])
+def test_decode_attention_with_grouped_query_heads(hq, hkv):
+    """GQA: Hq query heads share Hkv key/value heads; head h of the cache serves query heads h·G .. h·G+G-1."""
+    gen = torch.Generator().manual_seed(hq + hkv)
+    q = torch.randn(2, hq, 3, 4, generator=gen)  # (B, Hq, Lq, D): the 3 newest of 5 positions
+    k, v = torch.randn(2, hkv, 5, 4, generator=gen), torch.randn(2, hkv, 5, 6, generator=gen)
+    context, weights = cache.decode_attention(q, k, v)
+    assert context.shape == (2, hq, 3, 6) and weights.shape == (2, hq, 3, 5)
+    group = hq // hkv
+    causal = torch.ones(3, 5, dtype=torch.bool).tril(2)  # bottom-right
+    for h in range(hq):
+        expected, _ = attend(q[:, h], k[:, h // group], v[:, h // group], mask=causal)
+        torch.testing.assert_close(context[:, h], expected)
+
+
+def test_decode_attention_refuses_heads_that_do_not_divide():
+    with pytest.raises(ValueError, match="multiple of the key/value heads"):
+        cache.decode_attention(torch.zeros(2, 6, 1, 4), torch.zeros(2, 4, 5, 4), torch.zeros(2, 4, 5, 4))
+
+
 def test_decode_attention_with_lq_equal_lk_is_causal_self_attention_and_takes_a_padding_mask():
     gen = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(2, 5, 4, generator=gen) for _ in range(3))
@@ -159,15 +179,37 @@ def test_mismatched_key_and_value_lengths_are_refused():
 def test_new_entries_must_match_the_cache():
     kv = cache.KVCache()
     kv.append(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5))
-    with pytest.raises(ValueError, match="k_new must match k_cache in every dimension but the length"):
+    # append's messages name what the caller passed (k_new, v_new) and the cache, never a k_cache argument
+    with pytest.raises(ValueError, match="k_new must match the cached keys in every dimension but the length"):
         kv.append(torch.zeros(2, 1, 6), torch.zeros(2, 1, 5))
-    with pytest.raises(ValueError, match="v_new must match v_cache"):
+    with pytest.raises(ValueError, match="v_new must match the cached values"):
         kv.append(torch.zeros(2, 1, 4), torch.zeros(2, 1, 6))
-    with pytest.raises(TypeError, match="dtype and device"):
+    with pytest.raises(TypeError, match="dtype and device of the cached keys"):
         kv.append(torch.zeros(2, 1, 4, dtype=torch.float64), torch.zeros(2, 1, 5, dtype=torch.float64))
     with pytest.raises(TypeError, match="share one dtype"):
         kv.append(torch.zeros(2, 1, 4), torch.zeros(2, 1, 5, dtype=torch.float64))
+    for bad in ((torch.zeros(2, 1, 6), torch.zeros(2, 1, 5)), (torch.zeros(2, 1, 4), torch.zeros(2, 1, 6))):
+        with pytest.raises(ValueError) as info:
+            kv.append(*bad)
+        assert "k_cache" not in str(info.value) and "v_cache" not in str(info.value)
     assert len(kv) == 3  # a refused append changes nothing
+    # the functional extend names its own arguments
+    with pytest.raises(ValueError, match="k_new must match k_cache in every dimension but the length"):
+        cache.extend(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5), torch.zeros(2, 1, 6), torch.zeros(2, 1, 5))
+
+
+def test_kvcache_keeps_its_own_copy_of_what_it_was_given():
+    k, v = torch.ones(1, 2, 3), torch.ones(1, 2, 4)
+    kv = cache.KVCache()
+    kv.append(k, v)
+    k.zero_()  # the caller reuses its buffers in place
+    v.mul_(5)
+    assert (kv.keys == 1).all() and (kv.values == 1).all()
+    k_new, v_new = torch.full((1, 1, 3), 2.0), torch.full((1, 1, 4), 2.0)
+    kv.append(k_new, v_new)
+    k_new.zero_()
+    v_new.zero_()
+    assert kv.keys[0, :, 0].tolist() == [1, 1, 2] and kv.values[0, :, 0].tolist() == [1, 1, 2]
 
 
 def test_masks_of_the_wrong_shape_or_kind_are_refused():

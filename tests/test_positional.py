@@ -131,7 +131,7 @@ def test_positions_break_permutation_equivariance():
     x = torch.randn(1, 6, 8, generator=gen, dtype=F64)
     w = _projections(gen, 8, 4, 5)
     perm = torch.tensor([1, 0, 2, 3, 5, 4])
-    for module in (positional.SinusoidalPositionalEncoding(8), positional.LearnedPositionalEmbedding(16, 8,
+    for module in (positional.SinusoidalPositionalEncoding(8), positional.LearnedPositionalEmbedding(8, 16,
                                                                                                      init_std=1.0)):
         module = module.double()
         out, _ = self_attention(module(x), *w)
@@ -164,7 +164,7 @@ def test_sinusoidal_module_adds_the_table():
 
 def test_learned_module_adds_its_trainable_rows():
     torch.manual_seed(0)
-    module = positional.LearnedPositionalEmbedding(max_len=12, d_model=4)
+    module = positional.LearnedPositionalEmbedding(d_model=4, max_len=12)
     assert module.weight.shape == (12, 4) and module.weight.requires_grad
     assert 0.005 < float(module.weight.detach().std()) < 0.05  # N(0, 0.02²) at the start
     x = torch.randn(3, 5, 4)
@@ -173,8 +173,26 @@ def test_learned_module_adds_its_trainable_rows():
     assert torch.all(module.weight.grad[:5] == 3.0) and torch.all(module.weight.grad[5:] == 0)  # 3 = batch
 
 
+def test_both_modules_take_d_model_then_max_len():
+    """The same order and keywords for both, so one can replace the other."""
+    for cls in (positional.SinusoidalPositionalEncoding, positional.LearnedPositionalEmbedding):
+        by_position, by_keyword = cls(8, 12), cls(max_len=12, d_model=8)
+        for module in (by_position, by_keyword):
+            assert (module.d_model, module.max_len) == (8, 12), cls.__name__
+            assert "d_model=8, max_len=12" in repr(module)
+            assert module(torch.zeros(12, 8)).shape == (12, 8)
+
+
+def test_offset_may_be_a_0d_tensor():
+    pe = positional.sinusoidal_table(6, 8)
+    expected = positional.shift_sinusoidal(pe, 3)
+    torch.testing.assert_close(positional.shift_sinusoidal(pe, torch.tensor(3)), expected)
+    torch.testing.assert_close(positional.shift_sinusoidal(pe, torch.tensor([5, 3])[1]), expected)
+    torch.testing.assert_close(positional.shift_sinusoidal(pe, torch.tensor(3.0, dtype=F64)), expected)
+
+
 @pytest.mark.parametrize("make", [lambda: positional.SinusoidalPositionalEncoding(8, max_len=20, dropout=0.5),
-                                  lambda: positional.LearnedPositionalEmbedding(20, 8, dropout=0.5)])
+                                  lambda: positional.LearnedPositionalEmbedding(8, 20, dropout=0.5)])
 def test_dropout_acts_in_training_only(make):
     module = make()
     x = torch.ones(4, 20, 8)
@@ -192,7 +210,7 @@ def test_dropout_acts_in_training_only(make):
 def test_dtype_follows_the_input(dtype):
     x = torch.zeros(2, 5, 8, dtype=dtype)
     for module in (positional.SinusoidalPositionalEncoding(8, max_len=10),
-                   positional.LearnedPositionalEmbedding(10, 8)):
+                   positional.LearnedPositionalEmbedding(8, 10)):
         assert module(x).dtype == dtype
     assert positional.sinusoidal_encoding(torch.arange(5, dtype=dtype), 8).dtype == dtype
     assert positional.shift_sinusoidal(x, 2).dtype == dtype
@@ -226,14 +244,21 @@ def test_device_follows_the_input_on_cuda():
     (lambda: positional.sinusoidal_encoding(torch.tensor([True]), 4), TypeError, "real"),
     (lambda: positional.sinusoidal_encoding(torch.tensor(3), 4), ValueError, "at least 1 dimension"),
     (lambda: positional.sinusoidal_encoding(torch.arange(3), 4, base=0.5), ValueError, "base must be > 1"),
+    (lambda: positional.sinusoidal_encoding(torch.tensor([0.0, math.nan]), 4), ValueError, "finite"),
+    (lambda: positional.sinusoidal_encoding(torch.tensor([math.inf]), 4), ValueError, "finite"),
+    (lambda: positional.shift_sinusoidal(torch.zeros(3, 4), torch.tensor([1, 2])), ValueError, "one number"),
+    (lambda: positional.shift_sinusoidal(torch.zeros(3, 4), torch.tensor(True)), TypeError, "real number"),
+    (lambda: positional.shift_sinusoidal(torch.zeros(3, 4), math.nan), ValueError, "offset must be finite"),
+    (lambda: positional.SinusoidalPositionalEncoding(8, 10, 0.1), TypeError, "positional argument"),
+    (lambda: positional.LearnedPositionalEmbedding(8, 10, 0.1), TypeError, "positional argument"),
     (lambda: positional.shift_sinusoidal(torch.zeros(3, 5), 1), ValueError, "d_model must be even"),
     (lambda: positional.shift_sinusoidal(torch.zeros(3, 4, dtype=torch.long), 1), TypeError, "floating-point"),
     (lambda: positional.shift_sinusoidal(torch.zeros(3, 4), "1"), TypeError, "offset must be a number"),
     (lambda: positional.SinusoidalPositionalEncoding(9), ValueError, "d_model must be even"),
     (lambda: positional.SinusoidalPositionalEncoding(8, max_len=0), ValueError, "max_len must be > 0"),
     (lambda: positional.SinusoidalPositionalEncoding(8, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
-    (lambda: positional.LearnedPositionalEmbedding(8, 4, dropout=-0.1), ValueError, "dropout must be >= 0"),
-    (lambda: positional.LearnedPositionalEmbedding(0, 4), ValueError, "max_len must be > 0"),
+    (lambda: positional.LearnedPositionalEmbedding(4, 8, dropout=-0.1), ValueError, "dropout must be >= 0"),
+    (lambda: positional.LearnedPositionalEmbedding(4, 0), ValueError, "max_len must be > 0"),
 ])
 def test_bad_settings_are_explained(call, error, message):
     with pytest.raises(error, match=message):
@@ -241,7 +266,7 @@ def test_bad_settings_are_explained(call, error, message):
 
 
 @pytest.mark.parametrize("module", [positional.SinusoidalPositionalEncoding(8, max_len=6),
-                                    positional.LearnedPositionalEmbedding(6, 8)], ids=["sinusoidal", "learned"])
+                                    positional.LearnedPositionalEmbedding(8, 6)], ids=["sinusoidal", "learned"])
 def test_bad_inputs_to_the_modules_are_explained(module):
     with pytest.raises(ValueError, match=r"7 positions .* at most max_len=6; build it with a larger max_len"):
         module(torch.zeros(2, 7, 8))

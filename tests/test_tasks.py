@@ -66,3 +66,14 @@ def test_accuracy_by_distance_follows_the_logits_dtype():
 def test_accuracy_by_distance_rejects_bad_input(logits, targets, distance, max_distance, error, match):
     with pytest.raises(error, match=match):
         accuracy_by_distance(logits, targets, distance, max_distance)
+
+
+def test_accuracy_by_distance_agrees_with_bincount_on_a_lookback_batch():
+    tokens, distance, target = lookback_batch(500, 12, generator=torch.Generator().manual_seed(4))
+    logits = torch.randn(500, 8, generator=torch.Generator().manual_seed(5))
+    accuracy, count = accuracy_by_distance(logits, target, distance, 12)
+    correct = (logits.argmax(dim=-1) == target).float()
+    expected_count = torch.bincount(distance, minlength=13).float()
+    right = torch.bincount(distance, weights=correct, minlength=13)
+    assert torch.equal(count, expected_count) and count[0] == 0 and count.sum() == 500
+    assert torch.allclose(accuracy, right / expected_count, equal_nan=True) and math.isnan(accuracy[0])

@@ -94,8 +94,20 @@ def test_causal_decoder_output_at_t_ignores_later_inputs(impl):
     after, _ = decoder(changed, memory)
     assert torch.allclose(before[:, :4], after[:, :4], atol=1e-6)
     assert not torch.allclose(before[:, 4:], after[:, 4:], atol=1e-3)
-    non_causal, _ = decoder(x, memory, causal=False)
+    non_causal, _ = decoder(x, memory, is_causal=False)
     assert not torch.allclose(non_causal[:, :4], before[:, :4], atol=1e-3)
+
+
+def test_decoder_and_encoder_take_one_causal_flag():
+    """One name, is_causal, everywhere; the decoder is causal unless told otherwise."""
+    decoder_layer, decoder = _layer(DecoderLayer), Decoder(1, E, H, F, dropout=0.0)
+    x, memory = _x(n=4), _x(n=5, seed=1)
+    assert torch.equal(decoder_layer(x, memory)[0], decoder_layer(x, memory, is_causal=True)[0])
+    assert torch.equal(decoder(x, memory)[0], decoder(x, memory, is_causal=True)[0])
+    _, weights = decoder_layer(x, memory, is_causal=False, return_weights=True)
+    assert weights["self"].triu(1).sum() > 0
+    with pytest.raises(TypeError, match="causal"):
+        decoder(x, memory, causal=True)  # the old name is gone
 
 
 def test_causal_encoder_layer_is_a_decoder_only_block():
@@ -255,8 +267,15 @@ def test_bad_stack_and_inputs():
         decoder_layer(_x(b=2), _x(b=3))
     with pytest.raises(ValueError, match="memory must have shape"):
         decoder_layer(_x(), torch.zeros(2, 5, 8))
-    with pytest.raises(TypeError, match="causal must be True or False"):
-        decoder_layer(_x(), _x(), causal=None)
+    with pytest.raises(TypeError, match="is_causal must be True or False"):
+        decoder_layer(_x(), _x(), is_causal=None)
+    with pytest.raises(TypeError, match="is_causal must be True or False"):
+        layer(_x(), is_causal=1)
+    # a float64 input to a float32 layer: a course-style message, not torch's "mat1 and mat2"
+    with pytest.raises(TypeError, match=r"x is torch.float64 but the layer's parameters are torch.float32"):
+        layer(_x(dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"memory is torch.float64 but the layer's parameters"):
+        decoder_layer(_x(), _x(dtype=torch.float64))
     with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(B, Lk\)"):
         layer(_x(), key_padding_mask=torch.ones(2, 4, dtype=torch.bool))
 

@@ -45,12 +45,15 @@ def test_the_average_blurs_the_heads():
     w[0, 0, :, 0] = 1.0
     w[0, 1, 0, 0] = 1.0
     w[0, 1, 1:, :3] = torch.eye(3)
-    ex = widgets.head_explorer(w[0], head=1)
+    ex = widgets.head_explorer(w, head=1)
     assert ex.state["focus"] == [0, 0, 1, 2]
     ex.controls["head"].value = widgets.AVERAGE
     assert ex.state["head"] == widgets.AVERAGE
     assert torch.equal(ex.state["weights"], w[0].mean(0))
     assert float(ex.state["weights"][3].max()) == 0.5
+    # one colour scale, 0 to 1, for the large picture and every thumbnail: the average looks paler
+    images = [ax.images[0] for ax in ex.figure.axes]
+    assert len(images) == 4 and all(image.get_clim() == (0.0, 1.0) for image in images)
 
 
 def test_works_on_the_package_attention_weights_with_cross_attention_labels():
@@ -66,10 +69,15 @@ def test_works_on_the_package_attention_weights_with_cross_attention_labels():
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"weights": torch.zeros(4, 4)}, ValueError, "weights must have 3 or 4 dimensions"),
+    ({"weights": torch.zeros(4, 4)}, ValueError, r"weights must have 4 dimensions, got shape \(4, 4\)"),
+    # head-averaged (B, Lq, Lk) weights would be read as B heads: refused, with the way out
+    ({"weights": torch.full((3, 4, 4), 0.25)}, ValueError,
+     r"every head's weights, \(B, H, Lq, Lk\), got 3 dimensions \(3, 4, 4\).*average_weights=False"),
     ({"tokens": [list("abcd")]}, ValueError, r"tokens must hold one sequence per example \(3\)"),
     ({"tokens": [list("abc")] * 3}, ValueError, "must have 4 tokens"),
-    ({"head": 2}, ValueError, "head must be between 0 and 1"),
+    ({"head": 2}, ValueError, "head must be a head number between 0 and 1"),
+    ({"head": "avg"}, ValueError, r"or AVERAGE \(widgets.AVERAGE = 'average'\).*got 'avg'"),
+    ({"head": 1.0}, ValueError, "head must be a head number"),
     ({"example": 3}, ValueError, "example must be between 0 and 2"),
     ({"head_names": ["only one"]}, ValueError, "head_names must name each of the 2 heads"),
     ({"weights": torch.zeros(1, 2, 3, 3, dtype=torch.long)}, TypeError, "floating-point"),

@@ -162,6 +162,7 @@ def describe_problem(got, expected, names: Sequence[str], rtol: float, atol: flo
             return (f"the results are in the wrong order: return ({', '.join(names)}), "
                     f"not ({', '.join(returned)})")
     order = sorted(range(n), key=lambda i: names[i] != first)  # `first` first, the rest in order
+    # Structure before values: a wrong shape in one result explains "values differ" in another.
     for i in order:
         name, g, e = names[i], got_items[i], expected_items[i]
         label = "" if n == 1 else f"{name}: "
@@ -170,9 +171,12 @@ def describe_problem(got, expected, names: Sequence[str], rtol: float, atol: flo
         if g.shape != e.shape:
             return f"{label}expected shape {tuple(e.shape)}, got {tuple(g.shape)}"
         if g.dtype != e.dtype:
-            return f"{label}expected dtype {e.dtype} (the inputs' dtype), got {g.dtype}"
+            return f"{label}expected dtype {e.dtype} (that of the floating-point inputs), got {g.dtype}"
         if g.device != e.device:
             return f"{label}expected a tensor on {e.device} (the inputs' device), got one on {g.device}"
+    for i in order:
+        name, g, e = names[i], got_items[i], expected_items[i]
+        label = "" if n == 1 else f"{name}: "
         bad = ~torch.isfinite(g) & torch.isfinite(e)
         if bad.any():
             what = "NaN" if torch.isnan(g[bad]).any() else "infinite values"
@@ -373,4 +377,4 @@ def grade(ex: Exercise, fn, seed: int | None = None) -> Result:
             message, hint = problem
             return result("wrong", f"{message} (on the case '{case.label}')", hint=hint, case=case.label,
                           cases_run=labels)
-    return result("passed", f"correct on all {len(cases)} test cases ({', '.join(labels)})", cases_run=labels)
+    return result("passed", f"correct on all {len(cases)} test cases ({'; '.join(labels)})", cases_run=labels)

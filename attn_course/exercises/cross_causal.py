@@ -35,6 +35,9 @@ def _softmax(scores, dim=-1, mask=None):
 
 NO_SCALE_HINT = ("divide the scores by √D, D = the key size (q.size(-1)), before the softmax "
                  "(Vaswani et al. 2017, eq. 1).")
+VALUE_SIZE_HINT = ("scale by 1/√D with D = q.size(-1) = k.size(-1), the size each dot product sums over; "
+                   "Dv = v.size(-1) is the size of what the weights average, it plays no part in the scores.")
+SCALED_BY_DV = "the scores were scaled by the value size Dv instead of the key size D"
 
 
 # --- 1. cross-attention ---------------------------------------------------------------------------------
@@ -73,13 +76,20 @@ def _cross_cases(gen):
     ]
 
 
-def _cross_variant(q_from="x", k_from="memory", v_from="memory", dim=-1, scale="D"):
+def _cross_variant(q_from="x", k_from="memory", v_from="memory", dim=-1, scale="D", causal=None):
     def variant(x, memory, W_q, W_k, W_v):
         source = {"x": x, "memory": memory}
         q, k, v = source[q_from] @ W_q, source[k_from] @ W_k, source[v_from] @ W_v
         scores = q @ k.transpose(-2, -1)
-        scores = scores / math.sqrt({"D": q.size(-1), "E": x.size(-1), "none": 1}[scale])
-        weights = torch.softmax(scores, dim=dim)
+        sizes = {"D": q.size(-1), "E": x.size(-1), "Em": memory.size(-1), "Dv": v.size(-1), "none": 1}
+        scores = scores / math.sqrt(sizes[scale])
+        if causal is None:
+            weights = torch.softmax(scores, dim=dim)
+        else:  # a causal triangle where none belongs: top-left (is_causal=True) or bottom-right
+            lq, lk = scores.shape[-2:]
+            mask = torch.ones(lq, lk, dtype=torch.bool, device=x.device)
+            mask = mask.tril(0 if causal == "top-left" else lk - lq)
+            weights = masking.masked_softmax(scores, mask)
         return weights @ v, weights
     return variant
 
@@ -113,9 +123,15 @@ register(Exercise(
                 "each decoder position's weights must sum to 1 over the encoder positions: softmax over the "
                 "last axis (dim=-1) of the (B, Lq, Lk) scores.", _cross_variant(dim=-2)),
         Mistake("the scores were not scaled by 1/√D", NO_SCALE_HINT, _cross_variant(scale="none")),
-        Mistake("the scores were scaled by the model width E instead of the key size D",
+        Mistake("the scores were scaled by a width (E or Em) instead of the key size D",
                 "scale by 1/√D with D = q.size(-1), the size of the projected queries and keys, not the "
-                "width of x.", _cross_variant(scale="E")),
+                "width of x (E) or of memory (Em).", _cross_variant(scale="E"), _cross_variant(scale="Em")),
+        Mistake(SCALED_BY_DV, VALUE_SIZE_HINT, _cross_variant(scale="Dv")),
+        Mistake("a causal mask on cross-attention: there is nothing to mask, the encoder's input is complete",
+                "every decoder position may attend to every encoder position: the whole source was read "
+                "before decoding began, so no encoder position is 'the future'. Drop the mask (only padding "
+                "in a batch would be masked).",
+                _cross_variant(causal="top-left"), _cross_variant(causal="bottom-right")),
     ),
 ))
 
@@ -168,10 +184,15 @@ def _apply_after(scores, mask):
     return torch.softmax(scores, dim=-1) * mask
 
 
-def _causal_variant(relation, apply=_apply_zeros, scaled=True):
+def _apply_multiplied(scores, mask):
+    return torch.softmax(scores * mask, dim=-1)  # masked scores become 0, not -inf
+
+
+def _causal_variant(relation, apply=_apply_zeros, scale="D"):
     def variant(x, W_q, W_k, W_v):
         q, k, v = x @ W_q, x @ W_k, x @ W_v
-        scores = q @ k.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scaled else 1.0)
+        size = {"D": q.size(-1), "E": x.size(-1), "none": 1}[scale]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(size)
         i = torch.arange(x.size(-2), device=x.device)[:, None]
         j = torch.arange(x.size(-2), device=x.device)[None, :]
         weights = apply(scores, relation(i, j))
@@ -209,11 +230,18 @@ register(Exercise(
                 "mask the scores *before* the softmax (masking.masked_softmax, or fill the future with "
                 "torch.finfo(scores.dtype).min): zeroing weights afterwards leaves rows that sum to less "
                 "than 1.", _causal_variant(lambda i, j: j <= i, _apply_after)),
+        Mistake("the scores were multiplied by the mask: the future got a score of 0 instead of −∞",
+                "a score of 0 still gets the weight exp(0) / sum after the softmax. Fill the masked scores "
+                "with float('-inf') or torch.finfo(scores.dtype).min (masking.masked_softmax does it) so that "
+                "their weights are exactly 0.", _causal_variant(lambda i, j: j <= i, _apply_multiplied)),
         Mistake("the causal mask was ignored: every position sees the whole sequence",
                 "build the mask j <= i (masking.causal_mask(L)) and apply it before the softmax.",
                 _causal_variant(lambda i, j: torch.ones_like(i * j, dtype=torch.bool))),
         Mistake("the scores were not scaled by 1/√D", NO_SCALE_HINT,
-                _causal_variant(lambda i, j: j <= i, scaled=False)),
+                _causal_variant(lambda i, j: j <= i, scale="none")),
+        Mistake("the scores were scaled by the model width E instead of the key size D",
+                "scale by 1/√D with D = q.size(-1), the size of the projected queries and keys, not the "
+                "width of x (E = x.size(-1)).", _causal_variant(lambda i, j: j <= i, scale="E")),
         Mistake("the projections were skipped: x itself was used as queries, keys and values",
                 "project first: Q = x @ W_q, K = x @ W_k, V = x @ W_v, then attend with the causal mask.",
                 _unprojected),
@@ -230,17 +258,32 @@ def _step_case(gen, label, b, cached, e, d, dv, dtype=torch.float32):
 
 
 def _step_cases(gen):
-    # No empty-cache case: there the context equals the new value, so (context, keys, values) and
-    # (values, keys, context) would be the same answer. The tests in tests/test_cache.py cover Lc = 0.
+    # The empty cache comes last: there the context equals the new value (one key, weight 1), which the
+    # grader does not mistake for a wrong order, but most mistakes do not show on it.
     return [
         _step_case(gen, "a cache of 4 positions (B=2, E=6, D=4, Dv=3)", 2, 4, 6, 4, 3),
         _step_case(gen, "batch of one, a cache of 9", 1, 9, 4, 3, 5),
         _step_case(gen, "float64, a cache of 3", 3, 3, 5, 4, 4, dtype=torch.float64),
         _step_case(gen, "a cache of one position", 2, 1, 6, 5, 2),
+        _step_case(gen, "an empty cache (Lc=0, the first step)", 2, 0, 5, 4, 3),
     ]
 
 
-def _step_variant(attend_over="all", returned="all", new_first=False, scaled=True):
+def _reprojected(first="k", concatenated=False):
+    """The cache's keys and values projected again, as if they were token states: a shape error."""
+    def variant(x_new, k_cache, v_cache, W_q, W_k, W_v):
+        if concatenated:  # torch.cat([k_cache, x_new]) @ W_k: the cat already fails (D vs E)
+            keys = torch.cat([k_cache, x_new], dim=-2) @ W_k
+            values = torch.cat([v_cache, x_new], dim=-2) @ W_v
+        elif first == "k":
+            keys, values = k_cache @ W_k, v_cache @ W_v
+        else:
+            values, keys = v_cache @ W_v, k_cache @ W_k
+        return _step_variant()(x_new, keys, values, W_q, W_k, W_v)
+    return variant
+
+
+def _step_variant(attend_over="all", returned="all", new_first=False, scale="D"):
     def variant(x_new, k_cache, v_cache, W_q, W_k, W_v):
         q, k, v = x_new @ W_q, x_new @ W_k, x_new @ W_v
         pairs = [(k, v), (k_cache, v_cache)] if new_first else [(k_cache, v_cache), (k, v)]
@@ -249,7 +292,8 @@ def _step_variant(attend_over="all", returned="all", new_first=False, scaled=Tru
         seen = {"all": (keys, values), "new": (k, v), "old": (k_cache, v_cache),
                 "first": (keys[..., :1, :], values[..., :1, :])}
         k_seen, v_seen = seen[attend_over]
-        scores = q @ k_seen.transpose(-2, -1) / (math.sqrt(q.size(-1)) if scaled else 1.0)
+        size = {"D": q.size(-1), "Dv": v.size(-1), "none": 1}[scale]
+        scores = q @ k_seen.transpose(-2, -1) / math.sqrt(size)
         context = torch.softmax(scores, dim=-1) @ v_seen
         return (context, *seen[returned])
     return variant
@@ -261,6 +305,14 @@ register(Exercise(
     reference=cache.decode_step,
     cases=_step_cases,
     outputs=("context", "keys", "values"),
+    error_hints=(
+        ("cannot be multiplied", "the inner sizes of a matrix product do not match. Project only the new "
+                                 "token, x_new (B, 1, E) @ W_k (E, D): the cache already holds keys (B, Lc, D) "
+                                 "and values (B, Lc, Dv), and a weight here is stored (E, out), so no .T."),
+        ("Sizes of tensors must match except in dimension",
+         "torch.cat joins tensors that agree in every dimension but one: append along the length, "
+         "torch.cat([k_cache, k], dim=-2), with the new key k = x_new @ W_k (B, 1, D), not x_new itself."),
+    ),
     mistakes=(
         Mistake("the query attends only to the new token, not to the cache",
                 "append k and v to the cache first, then attend over *all* the cached keys and values: "
@@ -286,6 +338,12 @@ register(Exercise(
                 "is_causal=True lets query 0 see key 0 only; drop it (or, for several new queries, align "
                 "the triangle bottom-right: torch.nn.attention.bias.causal_lower_right).",
                 _step_variant(attend_over="first", returned="all")),
-        Mistake("the scores were not scaled by 1/√D", NO_SCALE_HINT, _step_variant(scaled=False)),
+        Mistake("the scores were not scaled by 1/√D", NO_SCALE_HINT, _step_variant(scale="none")),
+        Mistake(SCALED_BY_DV, VALUE_SIZE_HINT, _step_variant(scale="Dv")),
+        Mistake("the cached keys and values were projected again: the cache already holds keys and values",
+                "k_cache and v_cache are (B, Lc, D) and (B, Lc, Dv), the outputs of W_k and W_v at earlier "
+                "steps, not token states (B, Lc, E). Project only x_new, then append: "
+                "torch.cat([k_cache, x_new @ W_k], dim=-2).",
+                _reprojected("k"), _reprojected("v"), _reprojected(concatenated=True)),
     ),
 ))

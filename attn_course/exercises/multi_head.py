@@ -2,8 +2,8 @@
 attention from given weights, and a pre-LN encoder block.
 
 Weights follow ``nn.Linear`` (and ``nn.MultiheadAttention``): a projection is stored (out, in) and applied as
-``x @ W.T``, which is the formula's ``head_i = Attention(Q W_iᵀ, K W_iᵀ, V W_iᵀ)`` with W_i the rows of W for
-head i.
+``x @ W.T``. So the formula's ``head_i = Attention(X W_i^Q, X W_i^K, X W_i^V)`` (Vaswani et al. 2017,
+section 3.2.2) computes ``X W_i^Q`` as ``x @ w_q[i*Dh:(i+1)*Dh].T``, and all heads at once as ``x @ w_q.T``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ from torch import nn
 from .. import attention, masking, multihead, transformer
 from . import Case, Exercise, Mistake, register
 from ._grader import randn
+
+# The checker's cases have other sizes than the notebook's examples: a view built from the notebook's
+# globals (H, Dh, E...) fails there with torch's "shape '[...]' is invalid for input of size N".
+_SIZES_HINT = ("take the sizes from x.shape (and num_heads), not from the notebook's globals such as H or Dh: "
+               "the checker tries other sizes. E.g. b, n, e = x.shape, then Dh = e // num_heads.")
 
 # --- 1. split heads ------------------------------------------------------------------------------------
 
@@ -63,6 +68,7 @@ register(Exercise(
     reference=multihead.split_heads,
     cases=_split_cases,
     outputs=("heads",),
+    error_hints=(("is invalid for input of size", _SIZES_HINT),),
     mistakes=(
         Mistake("reshaped straight to (B, H, L, Dh), without a transpose",
                 "the features of one position are contiguous: view as (B, L, H, Dh) first, then swap the L and "
@@ -119,6 +125,7 @@ register(Exercise(
     reference=multihead.merge_heads,
     cases=_merge_cases,
     outputs=("merged",),
+    error_hints=(("is invalid for input of size", _SIZES_HINT),),
     mistakes=(
         Mistake("the transpose back is missing: (B, H, L, Dh) was reshaped straight to (B, L, H·Dh)",
                 "first bring the positions next to the batch, .transpose(1, 2) -> (B, L, H, Dh), then "
@@ -140,7 +147,7 @@ register(Exercise(
 # --- 3. one multi-head attention from given weights ------------------------------------------------------
 
 def _mha_reference(x, w_q, w_k, w_v, w_o, num_heads, mask):
-    """MultiHead(X) = Concat(head_1..head_H) W^Oᵀ with head_i = Attention(X W_iᵀ, X W_iᵀ, X W_iᵀ): the
+    """MultiHead(X) = Concat(head_1..head_H) W^O with head_i = Attention(X W_i^Q, X W_i^K, X W_i^V): the
     package's pieces, as ``MultiHeadAttention(bias=False, impl="reference")`` computes it."""
     q, k, v = (multihead.split_heads(x @ w.T, num_heads) for w in (w_q, w_k, w_v))  # (B, H, L, Dh)
     context, weights = attention.attend(q, k, v, mask=mask)  # (B, H, L, Dh), (B, H, L, L)
@@ -167,19 +174,26 @@ def _mha_cases(gen):
 
 
 def _mha_variant(project=lambda x, w: x @ w.T, scale="head", mask_after=False, ignore_mask=False,
-                 softmax_dim=-1, split="correct", merge="concat", out_proj=True):
+                 softmax_dim=-1, split="correct", merge="concat", out_proj=True, invert_mask=False,
+                 fill_zero=False, swap_qk=False):
     """A wrong multi-head attention: each argument switches one mistake on."""
     def variant(x, w_q, w_k, w_v, w_o, num_heads, mask):
         b, n, e = x.shape
         d = e // num_heads
+        if invert_mask and mask is not None:  # PyTorch's key_padding_mask convention: True = ignore
+            mask = ~mask
+        if swap_qk:
+            w_q, w_k = w_k, w_q
         if split == "correct":
             q, k, v = (multihead.split_heads(project(x, w), num_heads) for w in (w_q, w_k, w_v))
         else:  # reshape straight to (B, H, L, Dh)
             q, k, v = (project(x, w).reshape(b, num_heads, n, d) for w in (w_q, w_k, w_v))
         scores = q @ k.transpose(-2, -1)  # (B, H, L, L)
-        scores = scores / math.sqrt({"head": d, "model": e, "none": 1}[scale])
+        scores = scores / math.sqrt({"head": d, "model": e, "none": 1, "head squared": d * d}[scale])
         if mask is None or ignore_mask:
             weights = torch.softmax(scores, dim=softmax_dim)
+        elif fill_zero:  # a score of 0 is an ordinary score: the masked keys keep a weight
+            weights = torch.softmax(scores.masked_fill(~mask, 0.0), dim=softmax_dim)
         elif mask_after:
             weights = torch.softmax(scores, dim=softmax_dim).masked_fill(~mask, 0.0)
         else:
@@ -204,6 +218,15 @@ register(Exercise(
     reference=_mha_reference,
     cases=_mha_cases,
     outputs=("output", "weights"),
+    diagnose_first="weights",
+    error_hints=(
+        ("bad operand type for unary ~: 'NoneType'",
+         "mask may be None (no mask): test `if mask is not None:` before using it, or pass it on as it is to "
+         "attention.attend(q, k, v, mask=mask), which handles None."),
+        ("Boolean value of Tensor",
+         "`if mask:` asks a whole tensor for one truth value; to ask whether there is a mask, write "
+         "`if mask is not None:`."),
+    ),
     mistakes=(
         Mistake("the output projection W^O is missing",
                 "after concatenating the heads, multiply by W^O: merged @ w_o.T. It mixes what the heads found.",
@@ -211,6 +234,9 @@ register(Exercise(
         Mistake("the scores were scaled by √E (the model size), not √Dh (the head size)",
                 "each head's dot products have Dh = E / H terms: divide by math.sqrt(E // num_heads).",
                 _mha_variant(scale="model")),
+        Mistake("the scores were divided by Dh, not by √Dh",
+                "divide by the square root of the head size: scores / math.sqrt(Dh), with Dh = E // num_heads.",
+                _mha_variant(scale="head squared")),
         Mistake("the scores were not scaled",
                 "divide the scores by √Dh, the size of one head, before the softmax (Vaswani et al. eq. 1).",
                 _mha_variant(scale="none")),
@@ -219,6 +245,18 @@ register(Exercise(
                 "each row of weights still sums to 1 over the allowed keys.", _mha_variant(mask_after=True)),
         Mistake("the mask was ignored", "pass the mask on: attention.attend(q, k, v, mask=mask).",
                 _mha_variant(ignore_mask=True)),
+        Mistake("the mask was read the PyTorch way round (True = ignore)",
+                "in this course True means *may attend*, as in F.scaled_dot_product_attention; "
+                "nn.MultiheadAttention's key_padding_mask means the opposite. Pass the mask as it is, "
+                "without ~.", _mha_variant(invert_mask=True)),
+        Mistake("the masked scores were set to 0, not to -inf",
+                "a score of 0 is an ordinary score: after the softmax the masked keys still get weight. Fill "
+                "with torch.finfo(scores.dtype).min (or use masking.masked_softmax / attention.attend).",
+                _mha_variant(fill_zero=True)),
+        Mistake("w_q and w_k were swapped",
+                "queries come from w_q and keys from w_k: q = x @ w_q.T, k = x @ w_k.T. Swapped, every "
+                "head's score matrix is transposed: query i scores key j as query j scored key i.",
+                _mha_variant(swap_qk=True)),
         Mistake("the softmax ran over the queries instead of the keys",
                 "normalise over the last axis of the (B, H, L, L) scores: each query's weights sum to 1.",
                 _mha_variant(softmax_dim=-2)),
@@ -310,6 +348,33 @@ def _one_norm(x, self_attn, feed_forward, norm1, norm2):
     return h + feed_forward(norm1(h))
 
 
+def _norm2_for_both(x, self_attn, feed_forward, norm1, norm2):
+    h = x + self_attn(norm2(x))
+    return h + feed_forward(norm2(h))
+
+
+def _norms_swapped(x, self_attn, feed_forward, norm1, norm2):
+    h = x + self_attn(norm2(x))
+    return h + feed_forward(norm1(h))
+
+
+def _second_residual_from_x(x, self_attn, feed_forward, norm1, norm2):
+    h = x + self_attn(norm1(x))
+    return x + feed_forward(norm2(h))
+
+
+def _output_normalised(norm):
+    def variant(x, self_attn, feed_forward, norm1, norm2):
+        h = x + self_attn(norm1(x))
+        return {"norm1": norm1, "norm2": norm2}[norm](h + feed_forward(norm2(h)))
+    return variant
+
+
+def _sublayer_outputs_normalised(x, self_attn, feed_forward, norm1, norm2):
+    h = x + norm1(self_attn(x))
+    return h + norm2(feed_forward(h))
+
+
 def _swapped(x, self_attn, feed_forward, norm1, norm2):
     h = x + feed_forward(norm1(x))
     return h + self_attn(norm2(h))
@@ -334,9 +399,23 @@ register(Exercise(
         Mistake("the two sub-layers ran side by side on x, not one after the other",
                 "the feed-forward network reads the attention's result h = x + self_attn(norm1(x)), not x. "
                 "(Parallel blocks exist, in GPT-J and PaLM, but they are a different design.)", _parallel),
-        Mistake("norm1 was used for both sub-layers",
+        Mistake("one LayerNorm was used for both sub-layers",
                 "each sub-layer has its own LayerNorm (own scale and shift): norm1 before the attention, norm2 "
-                "before the feed-forward network.", _one_norm),
+                "before the feed-forward network.", _one_norm, _norm2_for_both),
+        Mistake("the two LayerNorms were swapped",
+                "norm1 belongs to the attention, norm2 to the feed-forward network: "
+                "h = x + self_attn(norm1(x)), then h + feed_forward(norm2(h)).", _norms_swapped),
+        Mistake("the second residual adds the feed-forward output to x, not to h",
+                "the feed-forward sub-layer's residual is its own input h = x + self_attn(norm1(x)): return "
+                "h + feed_forward(norm2(h)). Adding it to x drops the attention's output from the stream.",
+                _second_residual_from_x),
+        Mistake("the block's output was normalised",
+                "a pre-LN block returns the raw residual stream, h + feed_forward(norm2(h)); the one "
+                "LayerNorm on the stream comes after the last block of the stack (transformer.Encoder's "
+                "final norm).", _output_normalised("norm2"), _output_normalised("norm1")),
+        Mistake("each sub-layer's output was normalised, not its input",
+                "pre-LN normalises what a sub-layer reads: x + self_attn(norm1(x)), not "
+                "x + norm1(self_attn(x)).", _sublayer_outputs_normalised),
         Mistake("the sub-layers are in the wrong order",
                 "attention first, then the feed-forward network.", _swapped),
     ),

@@ -46,16 +46,27 @@ def _sa_cases(gen):
     ]
 
 
-def _sa_variant(q="q", k="k", v="v", scale=lambda x, d: 1 / math.sqrt(d), dim=-1):
-    """Self-attention with a projection, the scale or the softmax axis changed."""
+def _sa_variant(q="q", k="k", v="v", scale=None, dim=-1, transpose=False):
+    """Self-attention with a projection, the scale, the softmax axis or the weights' orientation changed.
+    q, k or v None: that one is x itself, not projected. scale(x, W_q, W_v) multiplies the scores
+    (default 1/√D, D = W_q.size(-1))."""
     def variant(x, W_q, W_k, W_v):
         pick = {"q": W_q, "k": W_k, "v": W_v}
-        queries, keys = x @ pick[q], x @ pick[k]
-        values = x if v is None else x @ pick[v]
-        scores = queries @ keys.transpose(-2, -1) * scale(x, W_q.size(-1))  # (..., L, L)
+        queries, keys, values = (x if name is None else x @ pick[name] for name in (q, k, v))
+        factor = 1 / math.sqrt(W_q.size(-1)) if scale is None else scale(x, W_q, W_v)
+        scores = queries @ keys.transpose(-2, -1) * factor  # (..., L, L)
         weights = torch.softmax(scores, dim=dim)
-        return weights @ values, weights
+        mixer = weights.transpose(-2, -1) if transpose else weights
+        return mixer @ values, weights
     return variant
+
+
+def _over_sqrt(size):
+    """The scale 1/√size, size picked from (x, W_q, W_v)."""
+    return lambda x, W_q, W_v: 1 / math.sqrt(size(x, W_q, W_v))
+
+
+_E = _over_sqrt(lambda x, W_q, W_v: x.size(-1))
 
 
 register(Exercise(
@@ -64,23 +75,38 @@ register(Exercise(
     reference=self_attention,
     cases=_sa_cases,
     outputs=("output", "weights"),
+    diagnose_first="weights",
     mistakes=(
         Mistake("the scores were not scaled by 1/√D",
                 "divide Q @ Kᵀ by math.sqrt(D), where D = W_q.size(-1) is the size of the queries and keys.",
-                _sa_variant(scale=lambda x, d: 1.0)),
+                _sa_variant(scale=lambda x, W_q, W_v: 1.0)),
+        Mistake("the scores were divided by D instead of √D",
+                "the scale is 1/√D: divide Q @ Kᵀ by math.sqrt(D), not by D itself.",
+                _sa_variant(scale=lambda x, W_q, W_v: 1 / W_q.size(-1))),
         Mistake("the scores were scaled by the square root of the wrong size",
                 "D is the size of the projected queries and keys, W_q.size(-1) (or Q.size(-1)); not the "
-                "embedding size E = x.size(-1), nor the sequence length L = x.size(-2).",
-                _sa_variant(scale=lambda x, d: 1 / math.sqrt(x.size(-1))),
-                _sa_variant(scale=lambda x, d: 1 / math.sqrt(x.size(-2)))),
+                "embedding size E = x.size(-1), the value size Dv = W_v.size(-1), nor the sequence length "
+                "L = x.size(-2).",
+                _sa_variant(scale=_E),
+                _sa_variant(scale=_over_sqrt(lambda x, W_q, W_v: W_v.size(-1))),
+                _sa_variant(scale=_over_sqrt(lambda x, W_q, W_v: x.size(-2)))),
         Mistake("the softmax ran over the wrong axis",
                 "each query's weights must sum to 1 over the keys: softmax over the last axis (dim=-1) of "
                 "the (..., L, L) scores. Count from the end: the inputs may have no batch axis.",
                 _sa_variant(dim=-2), _sa_variant(dim=0), _sa_variant(dim=1)),
+        Mistake("the weights were transposed before multiplying V",
+                "row i of the weights belongs to query i: output = weights @ V, with no transpose. "
+                "weightsᵀ @ V would mix, for word i, the weights that the other words give to word i.",
+                _sa_variant(transpose=True)),
         Mistake("W_q and W_k were swapped",
                 "queries are x @ W_q and keys x @ W_k; swapping them transposes the scores, so token i "
                 "would get the weights meant for token j.",
                 _sa_variant(q="k", k="q")),
+        Mistake("the queries and keys were not projected (Q = K = x)",
+                "as section 7.1 showed, Q = K = x makes each word look mostly at itself and the scores "
+                "symmetric: queries and keys get their own projections, Q = x @ W_q and K = x @ W_k.",
+                _sa_variant(q=None, k=None), _sa_variant(q=None, k=None, scale=_E),
+                _sa_variant(q=None, k=None, v=None, scale=_E)),
         Mistake("one matrix was used for two projections",
                 "each of Q, K and V has its own matrix: Q = x @ W_q, K = x @ W_k, V = x @ W_v.",
                 _sa_variant(k="q"), _sa_variant(q="k"), _sa_variant(v="q"), _sa_variant(v="k")),
@@ -168,7 +194,9 @@ register(Exercise(
                 _sin_variant(angle=lambda pos, omega: pos / omega)),
         Mistake("sines and cosines were concatenated, not interleaved",
                 "the paper interleaves them: dimension 2i is sin, 2i+1 is cos of the same frequency. "
-                "[all sines | all cosines] (tensor2tensor's layout) holds the same numbers in another order.",
+                "[all sines | all cosines] is tensor2tensor's layout, and tensor2tensor also spaces the "
+                "frequencies slightly differently (ω_i = 10000^(-i/(d_model/2 - 1)), ending exactly at "
+                "1/10000): a related encoding, not the paper's.",
                 _sin_variant(layout="concat")),
         Mistake("positions and dimensions swapped roles",
                 "PE(pos, 2i) = sin(pos / 10000^(2i/d_model)): the position is divided by the frequency term, "

@@ -179,6 +179,11 @@ register(Exercise(
                 "each gate multiplies the input x_t as well as the state h_(t-1): 3 gates x 2 products "
                 "x d² at each of n steps.",
                 _macs(recurrent=lambda n, d: 3 * n * d**2)),
+        Mistake("the feed-forward layer was counted (8nd²)",
+                "count the self-attention layer alone: the feed-forward network that follows it in a "
+                "Transformer block (n x d x 4d, then n x 4d x d: 8 n d²) is a separate layer, not part of "
+                "Table 1's self-attention row.",
+                _macs(attention=lambda n, d: 12 * n * d**2 + 2 * n**2 * d)),
         Mistake("these are FLOPs (2 per multiply-add), not multiply-adds",
                 "count each multiply-add once; FLOPs would be twice as many.",
                 _macs(attention=lambda n, d: 2 * (4 * n * d**2 + 2 * n**2 * d),
@@ -242,6 +247,23 @@ def _bincount_no_minlength(logits, targets, distance, max_distance):
     return torch.bincount(distance, weights=correct).to(logits.dtype) / total, total
 
 
+def _one_hot_no_num_classes(logits, targets, distance, max_distance):
+    correct = (logits.argmax(dim=-1) == targets).to(logits.dtype)
+    hot = torch.nn.functional.one_hot(distance).to(logits.dtype)  # (B, largest distance present + 1)
+    total = hot.sum(dim=0)
+    return (hot * correct[:, None]).sum(dim=0) / total, total
+
+
+def _nan_to_num(*args):
+    accuracy, count = tasks.accuracy_by_distance(*args)
+    return torch.nan_to_num(accuracy), count
+
+
+def _integer_count(*args):
+    accuracy, count = tasks.accuracy_by_distance(*args)
+    return accuracy, count.long()
+
+
 def _from_one(*args):
     accuracy, count = tasks.accuracy_by_distance(*args)
     return accuracy[1:], count[1:]
@@ -252,6 +274,12 @@ def _overall(*args):
     return torch.where(total > 0, correct.mean(), torch.nan), total
 
 
+SIZES_HINT = ("two tensors' sizes do not line up; print their shapes. Per example: the predictions, "
+              "logits.argmax(dim=-1) over the classes, have one entry per example (B,), like targets and "
+              "distance. Per distance: every result needs max_distance + 1 bins, but "
+              "torch.bincount(distance) and F.one_hot(distance) stop at the largest distance present; pass "
+              "minlength=max_distance + 1 to bincount, num_classes=max_distance + 1 to one_hot.")
+
 register(Exercise(
     id="accuracy-by-distance",
     title="Accuracy by distance",
@@ -259,21 +287,24 @@ register(Exercise(
     cases=_accuracy_cases,
     outputs=("accuracy", "count"),
     diagnose_first="accuracy",
-    error_hints=(("must match the size of tensor",
-                  "two tensors' sizes do not line up: the predictions, logits.argmax(dim=-1) over the classes, "
-                  "have one entry per example (B,), like targets and distance; print the shapes."),),
+    error_hints=(("must match the size of tensor", SIZES_HINT), ("does not match the shape", SIZES_HINT)),
     mistakes=(
         Mistake("the right answers were counted, not averaged",
                 "divide each distance's number of right answers by its number of examples.", _not_averaged),
         Mistake("each distance was divided by the whole batch",
                 "divide by the number of examples at that distance, not by B: the entries are "
                 "accuracies, each between 0 and 1.", _over_everything),
-        Mistake("a distance with no example got 0, not NaN",
+        Mistake("empty bins were given a number (nan_to_num), not NaN",
                 "0 / 0 = NaN is the honest answer where nothing was measured (an accuracy of 0 would plot "
-                "as a failure); do not clamp the counts.", _empty_is_zero),
+                "as a failure): neither replace it with torch.nan_to_num nor clamp the counts to 1.",
+                _nan_to_num, _empty_is_zero),
         Mistake("the result stops at the largest distance present",
-                "torch.bincount returns only as many bins as the largest value + 1: pass "
-                "minlength=max_distance + 1.", _bincount_no_minlength),
+                "torch.bincount and F.one_hot make only as many bins as the largest value + 1: pass "
+                "minlength=max_distance + 1 to bincount, num_classes=max_distance + 1 to one_hot.",
+                _bincount_no_minlength, _one_hot_no_num_classes),
+        Mistake("the counts were returned as integers",
+                "counting (torch.bincount, a sum of booleans) gives int64; return count in the logits' "
+                "dtype, count.to(logits.dtype), like the accuracy.", _integer_count),
         Mistake("distance 0 was left out",
                 "entry k is the accuracy at distance k, for k = 0 .. max_distance: max_distance + 1 "
                 "entries, the first for distance 0.", _from_one),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import ipywidgets as widgets
 import torch
@@ -37,19 +38,25 @@ def head_explorer(weights: torch.Tensor, tokens: Sequence | torch.Tensor | None 
                   head_names: Sequence[str] | None = None, annotate: bool | None = None) -> Explorer:
     """A head picker and an example slider over the attention weights of a multi-head layer.
 
-    weights: (B, H, Lq, Lk), e.g. ``MultiHeadAttention(..., return_weights=True, average_weights=False)``'s
-    (or (H, Lq, Lk) for one example). tokens: the query tokens, one sequence of Lq labels per example (a
-    (B, Lq) tensor of ids works); key_tokens: the keys' (default: ``tokens``, as in self-attention).
-    head: the head shown first; example: the example shown first; head_names: labels for the heads (default
-    "head 0", ...); annotate: print the weights in the cells (default: when Lk <= 10).
+    weights: (B, H, Lq, Lk), every head's weights, e.g. ``MultiHeadAttention(..., return_weights=True,
+    average_weights=False)``'s; for one example's (H, Lq, Lk), pass ``weights[None]``. A 3-D tensor is
+    refused, since it could be one example's heads or a batch of head-averaged weights. tokens: the query
+    tokens, one sequence of Lq labels per example (a (B, Lq) tensor of ids works); key_tokens: the keys'
+    (default: ``tokens``, as in self-attention). head: the head shown first, 0..H-1 or ``AVERAGE``;
+    example: the example shown first; head_names: labels for the heads (default "head 0", ...); annotate:
+    print the weights in the cells (default: when Lk <= 10).
 
-    Draws the chosen head's (Lq, Lk) weights large, and every head (plus their average) small beside it.
+    Draws the chosen head's (Lq, Lk) weights large, and every head (plus their average) small beside it,
+    all on one colour scale from 0 to 1, so that the average's blur shows as paler colours.
     state: ``head`` (an int, or ``AVERAGE``), ``example``, ``weights`` (Lq, Lk) shown, ``tokens``,
     ``key_tokens``, ``focus`` (for each query, the key with the largest weight).
     """
-    _checks.tensor("weights", weights, ndim=(3, 4))
-    if weights.dim() == 3:
-        weights = weights[None]
+    if isinstance(weights, torch.Tensor) and weights.dim() == 3:
+        raise ValueError(
+            f"weights must be every head's weights, (B, H, Lq, Lk), got 3 dimensions {tuple(weights.shape)}. "
+            "Head-averaged weights (B, Lq, Lk) have no heads to pick: ask for "
+            "return_weights=True, average_weights=False. One example's (H, Lq, Lk): pass weights[None].")
+    _checks.tensor("weights", weights, ndim=4)
     weights = weights.detach().cpu().float()
     count, heads, lq, lk = weights.shape
     if count == 0 or lq == 0 or lk == 0:
@@ -61,10 +68,11 @@ def head_explorer(weights: torch.Tensor, tokens: Sequence | torch.Tensor | None 
         head_names = [f"head {h}" for h in range(heads)]
     elif len(head_names) != heads:
         raise ValueError(f"head_names must name each of the {heads} heads, got {len(head_names)} names")
-    if head != AVERAGE:
-        _checks.number("head", head, integer=True, minimum=0, strict=False)
-        if head >= heads:
-            raise ValueError(f"head must be between 0 and {heads - 1} (or AVERAGE), got {head}")
+    if not (isinstance(head, str) and head == AVERAGE):
+        if isinstance(head, bool) or not isinstance(head, Integral) or not 0 <= head < heads:
+            raise ValueError(f"head must be a head number between 0 and {heads - 1}, or AVERAGE "
+                             f"(widgets.AVERAGE = {AVERAGE!r}) for the mean over the heads, got {head!r}")
+        head = int(head)
     _checks.number("example", example, integer=True, minimum=0, strict=False)
     if example >= count:
         raise ValueError(f"example must be between 0 and {count - 1}, got {example}")
@@ -78,11 +86,12 @@ def head_explorer(weights: torch.Tensor, tokens: Sequence | torch.Tensor | None 
         ax = fig.add_subplot(grid[:, 0])
         viz.heatmap(chosen, queries[example], keys[example], ax=ax, annotate=annotate, colorbar=False,
                     title=f"{names[head]}, example {example}")
+        ax.images[0].set_clim(0.0, 1.0)  # weights are in [0, 1]: one scale for every head and the average
         ax.tick_params(axis="x", labelrotation=90)
         for row, option in enumerate([*range(heads), AVERAGE]):  # every head, small, the chosen one framed
             small = fig.add_subplot(grid[row, 1])
             thumbnail = weights[example].mean(dim=0) if option == AVERAGE else weights[example, option]
-            small.imshow(thumbnail.numpy(), cmap="viridis", vmin=0.0, aspect="auto")
+            small.imshow(thumbnail.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
             small.set_xticks([])
             small.set_yticks([])
             small.set_ylabel("avg" if option == AVERAGE else str(option), rotation=0, ha="right",
