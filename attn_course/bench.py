@@ -80,7 +80,7 @@ class _SdpaCalls(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class _OpNames(TorchDispatchMode):
+class OpNames(TorchDispatchMode):
     """Records the name of every aten operator that runs inside the ``with`` block."""
 
     def __enter__(self):
@@ -103,7 +103,7 @@ def sdpa_kernels(fn: Callable[[], object]) -> str:
     """Which SDPA kernel(s) ``fn`` ran: the fused operators it dispatched to, or "math" when it called
     ``F.scaled_dot_product_attention`` but no fused kernel ran (the fallback: plain matrix products and a
     softmax), or "none" when it did not call SDPA at all."""
-    with torch.no_grad(), _SdpaCalls() as sdpa, _OpNames() as ops:
+    with torch.no_grad(), _SdpaCalls() as sdpa, OpNames() as ops:
         fn()
     names = {name.removeprefix("aten::").split(".")[0] for name in ops.names}
     used = sorted(label for op, label in _KERNELS.items() if op in names)

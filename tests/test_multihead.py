@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from attn_course.bench import OpNames
 from attn_course.masking import causal_mask, padding_mask
 from attn_course.multihead import (
     IMPLS,
@@ -345,18 +346,6 @@ def test_heads_attention_bad_inputs_raise_clear_errors(kwargs, error, message):
     args = {"q": Q4, "k": Q4, "v": Q4, **kwargs}
     with pytest.raises(error, match=re.escape(message)):
         heads_attention(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("mask", None), **args)
-
-
-class OpNames(TorchDispatchMode):
-    """Records the name of every aten operator that runs inside the ``with`` block."""
-
-    def __enter__(self):
-        self.names = []
-        return super().__enter__()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(func.name())
-        return func(*args, **(kwargs or {}))
 
 
 def test_fast_path_fuses_the_input_projections():
