@@ -3,6 +3,7 @@ timed tests: a shared CI machine makes absolute times meaningless, ratios less s
 
     python -m attn_course.bench mha [--device cpu|cuda] [--dtype float32|bfloat16] [--sizes 512 1024 ...]
                                     [--causal] [--threads T] [--rounds R] [--json out.json]
+    python -m attn_course.bench local [--sizes 8192 16384] [--window 256] [--causal] [--device] [--dtype]
 
 Each benchmark is a function registered in ``BENCHMARKS`` with its own command-line options; the helpers
 (``environment``, ``median_time``, ``peak_memory``, ``sdpa_kernels``, ``print_table``) are shared, so a
@@ -346,12 +347,162 @@ def _mha_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--causal", action="store_true", help="causal self-attention")
 
 
+# --- local: the sliding window, blocked SDPA against dense band-masked SDPA, FlexAttention and banded ------
+
+LOCAL_LEGEND = """\
+  blocked  sliding_window_attention(impl="blocked")   (chunks of w queries, one SDPA call, 4-D chunk mask)
+  dense    F.scaled_dot_product_attention(q, k, v, attn_mask=band)   (the (1, 1, N, N) boolean band mask,
+           built once outside the timing; 4-D, else SDPA silently takes its slow math path)
+  flex     sliding_window_attention(impl="flex")      (compiled FlexAttention; forward only on the CPU;
+           the compile is timed apart, on the first call, and printed)
+  banded   sliding_window_attention(impl="banded")    (the readable O(N·w) version: matmul, softmax, matmul)"""
+
+
+def local_candidates(q, k, v, window: int, causal: bool) -> dict[str, Callable]:
+    """The forward functions timed by ``local``, all computing the same sliding-window context."""
+    from .local import sliding_window_attention
+    from .masking import window_mask
+
+    band = window_mask(q.size(-2), window=window, causal=causal, device=q.device)[None, None]  # (1, 1, N, N)
+    return {
+        "blocked": lambda: sliding_window_attention(q, k, v, window, causal=causal, impl="blocked"),
+        "dense": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=band),
+        "flex": lambda: sliding_window_attention(q, k, v, window, causal=causal, impl="flex"),
+        "banded": lambda: sliding_window_attention(q, k, v, window, causal=causal, impl="banded"),
+    }
+
+
+def _with_backward(fn: Callable[[], torch.Tensor], inputs: tuple[torch.Tensor, ...]) -> Callable[[], object]:
+    """forward + backward of ``fn``: the gradients of (output · a fixed random probe) w.r.t. the inputs."""
+    probe = {}
+
+    def step():
+        out = fn()
+        if "grad" not in probe:
+            probe["grad"] = torch.randn_like(out)
+        return torch.autograd.grad(out, inputs, probe["grad"])
+    return step
+
+
+def local(args: argparse.Namespace) -> dict:
+    """Sliding-window attention: forward and forward+backward time and peak memory, B=1, H heads, N tokens."""
+    import time
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    sizes = args.sizes or [8192, 16384]
+    backward_flex = device.type != "cpu"  # FlexAttention has no CPU backward
+    result = {"benchmark": "local", "env": environment(device, dtype), "heads": args.heads,
+              "head_dim": args.head_dim, "window": args.window, "causal": args.causal, "rows": []}
+    _print_env(result["env"])
+    print(f"local: sliding window w={args.window}, {'causal' if args.causal else 'bidirectional'}; B=1, "
+          f"H={args.heads}, D={args.head_dim}; median ms, best of {args.rounds} rounds (dense: 1 round, "
+          f"and only for N <= {args.dense_max})")
+    print(LOCAL_LEGEND)
+    for n in sizes:
+        q, k, v = (torch.randn(1, args.heads, n, args.head_dim, device=device, dtype=dtype, requires_grad=True)
+                   for _ in range(3))
+        forward = local_candidates(q, k, v, args.window, args.causal)
+        names = [name for name in forward if name != "dense" or n <= args.dense_max]
+        start = time.perf_counter()
+        with torch.no_grad():
+            forward["flex"]()  # the first call of a new shape compiles
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        compile_s = time.perf_counter() - start
+        both = {name: _with_backward(forward[name], (q, k, v)) for name in names
+                if name != "flex" or backward_flex}
+        timing = {"threads": args.threads, "min_run_time": args.min_run_time}
+        with torch.no_grad():
+            fwd = median_time({m: forward[m] for m in names if m != "dense"}, rounds=args.rounds, **timing)
+            if "dense" in names:
+                fwd |= median_time({"dense": forward["dense"]}, rounds=1, **timing)
+            fwd_memory = {name: peak_memory(forward[name], device) for name in names}
+        fb = median_time({m: f for m, f in both.items() if m != "dense"}, rounds=args.rounds, **timing)
+        if "dense" in both:
+            fb |= median_time({"dense": both["dense"]}, rounds=1, **timing)
+        fb_memory = {name: peak_memory(fn, device) for name, fn in both.items()}
+        kernels = {name: sdpa_kernels(forward[name]) for name in ("blocked", "dense") if name in names}
+        result["rows"].append({
+            "N": n, "flex_compile_s": compile_s, "sdpa_kernel": kernels,
+            "forward_ms": {m: 1e3 * t for m, t in fwd.items()},
+            "forward_backward_ms": {m: 1e3 * t for m, t in fb.items()},
+            "forward_peak_MiB": {m: None if b is None else b / MiB for m, b in fwd_memory.items()},
+            "forward_backward_peak_MiB": {m: None if b is None else b / MiB for m, b in fb_memory.items()}})
+    _print_local(result)
+    return result
+
+
+def _print_local(result: dict) -> None:
+    rows = result["rows"]
+    names = ("blocked", "dense", "flex", "banded")
+
+    def cell(row, key, name):
+        return _number(row[key].get(name))
+
+    for key, title in (("forward_ms", "forward time (ms), torch.no_grad()"),
+                       ("forward_backward_ms", "forward+backward time (ms)"),
+                       ("forward_peak_MiB", "forward peak extra memory (MiB)"),
+                       ("forward_backward_peak_MiB", "forward+backward peak extra memory (MiB)")):
+        print(f"\n{title}; other/blocked: > 1 means blocked is faster (smaller); nan: not measured")
+        others = [m for m in names[1:] if any(m in r[key] for r in rows)]
+        print_table(["N", *names, *(f"{m}/blocked" for m in others)],
+                    [[r["N"], *(cell(r, key, m) for m in names),
+                      *(cell(r, key, m) / cell(r, key, "blocked") for m in others)] for r in rows],
+                    ["d"] + [".1f"] * 4 + [".2f"] * len(others))
+    print("\nflex compile (first call at each N, not in the times): "
+          + ", ".join(f"N={r['N']}: {r['flex_compile_s']:.1f} s" for r in rows))
+    kernels = {m: sorted({r["sdpa_kernel"][m] for r in rows if m in r["sdpa_kernel"]}) for m in ("blocked", "dense")}
+    print("SDPA kernel that ran: " + "; ".join(f"{m}: {' / '.join(k)}" for m, k in kernels.items() if k))
+    _print_local_bars(rows)
+
+
+def _print_local_bars(rows: list[dict]) -> None:
+    """The issue's CPU targets for impl="blocked", each marked met or missed (or not measured)."""
+    def verdict(value, bar, at_least):
+        if math.isnan(value):
+            return "not measured"
+        return f"{value:.2f} {'met' if (value >= bar if at_least else value <= bar) else 'MISSED'}"
+
+    by_n = {r["N"]: r for r in rows}
+    base = by_n.get(8192)
+    print("\ntargets (issue 5, CPU):")
+    if base is None:
+        print("  (the bars are set at N=8192: run with --sizes 8192 16384)")
+    else:
+        fb, mem = base["forward_backward_ms"], base["forward_backward_peak_MiB"]
+        speed = _number(fb.get("dense")) / fb["blocked"]
+        memory = _number(mem.get("blocked")) / _number(mem.get("dense"))
+        print(f"  forward+backward >= 12x faster than dense masked SDPA at N=8192: dense/blocked = "
+              f"{verdict(speed, 12, True)}")
+        print(f"  forward+backward peak memory <= 0.4x dense at N=8192: blocked/dense = "
+              f"{verdict(memory, 0.4, False)}")
+        if 16384 in by_n:
+            for key, label in (("forward_backward_ms", "forward+backward"), ("forward_ms", "forward")):
+                growth = by_n[16384][key]["blocked"] / base[key]["blocked"]
+                print(f"  {label} time(16384) / time(8192) <= 2.3: {verdict(growth, 2.3, False)}")
+    for r in rows:
+        ratio = _number(r["forward_ms"].get("flex")) / r["forward_ms"]["blocked"]
+        print(f"  forward within 1.1x of compiled FlexAttention at N={r['N']}: flex/blocked >= 0.91: "
+              f"{verdict(ratio, 1 / 1.1, True)}")
+
+
+def _local_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heads", type=int, default=8, help="H (default 8)")
+    parser.add_argument("--head-dim", type=int, default=64, help="D, features per head (default 64)")
+    parser.add_argument("--window", type=int, default=256, help="w (default 256)")
+    parser.add_argument("--causal", action="store_true", help="causal sliding window")
+    parser.add_argument("--dense-max", type=int, default=8192,
+                        help="time dense masked SDPA only up to this N (default 8192: O(N²), slow)")
+
+
 # --- command line -------------------------------------------------------------------------------------
 
 # name -> (run(args) -> results, add_arguments(subparser)); a new benchmark is one more entry
 BENCHMARKS: dict[str, tuple[Callable[[argparse.Namespace], dict],
                             Callable[[argparse.ArgumentParser], None]]] = {
     "mha": (mha, _mha_arguments),
+    "local": (local, _local_arguments),
 }
 
 

@@ -25,6 +25,7 @@ True = may attend; scale None means 1/√D, as in ``attend`` (Luong's dot score 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,7 +35,11 @@ from . import _checks
 from .attention import _check_qkv, attend
 from .masking import check_mask, combine_masks, masked_softmax, padding_mask, window_mask
 
-IMPLS = ("reference", "banded")
+IMPLS = ("reference", "banded")  # the readable impls: they can return the weights
+FAST_IMPLS = ("blocked", "flex")  # fused kernels: the context only
+ALL_IMPLS = IMPLS + FAST_IMPLS
+SDPA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLEX_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # --- checks --------------------------------------------------------------------------------------------
@@ -286,13 +291,24 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     impl: "reference" builds the dense (Lq, Lk) scores and masks them: O(Lq·Lk) time and memory, the
     readable definition. "banded" computes only the scores inside the band: blocks of w queries against the
     keys of their own and neighbouring blocks, O(Lq·w) time and memory; same values and gradients.
+    The fast impls (``FAST_IMPLS``) return the context only:
+    "blocked" is "banded" run by ``F.scaled_dot_product_attention`` (fused kernel, fp16/bf16/fp32/fp64,
+    gradients); "flex" is ``torch.nn.attention.flex_attention`` with a sliding-window block mask (torch >= 2.5,
+    fp16/bf16/fp32, compiled on first use: seconds to tens of seconds; no backward on the CPU, where it
+    raises instead of silently switching to "blocked").
+    A query with no key to attend (fully masked) gets a zero context in every impl.
     Returns the context (..., Lq, Dv), and the dense weights (..., Lq, Lk) too if ``return_weights``
-    (for "banded" that re-creates the O(Lq·Lk) matrix: ask only to look at it).
+    (for "banded" that re-creates the O(Lq·Lk) matrix: ask only to look at it; not for the fast impls).
     """
     _check_qkv(q, k, v)
     _checks.number("window", window, integer=True, minimum=1, strict=False)
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be True or False, got {type(causal).__name__}")
+    if impl not in ALL_IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(map(repr, ALL_IMPLS))}, got {impl!r}")
+    if return_weights and impl in FAST_IMPLS:
+        raise ValueError(f"impl={impl!r} never builds the attention weights, so return_weights=True is not "
+                         f"available with it: use impl='reference' or impl='banded' to look at the weights")
     scale = _scale(q, scale)
     lq, lk = q.size(-2), k.size(-2)
     if mask is not None:
@@ -303,9 +319,150 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         context, weights = attend(q, k, v, mask=combine_masks(band, mask), scale=scale)
     elif impl == "banded":
         context, weights = _banded(q, k, v, window, causal, mask, scale, return_weights)
+    elif impl == "blocked":
+        _check_dtype(impl, q, SDPA_DTYPES)
+        context = _blocked(q, k, v, window, causal, mask, scale)
     else:
-        raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
+        _check_dtype(impl, q, FLEX_DTYPES)
+        context = _flex(q, k, v, window, causal, mask, scale)
     return (context, weights) if return_weights else context
+
+
+def _check_dtype(impl: str, q: torch.Tensor, supported: tuple[torch.dtype, ...]) -> None:
+    if q.dtype not in supported:
+        names = ", ".join(str(d).removeprefix("torch.") for d in supported)
+        raise TypeError(f"impl={impl!r} supports the dtypes {names}, got {q.dtype}; use impl='banded' "
+                        f"(any floating dtype) or convert the inputs")
+
+
+# --- the fast sliding window: blocked SDPA and FlexAttention ---------------------------------------
+
+def _chunk_layout(lq: int, lk: int, window: int, causal: bool, device):
+    """The chunks of ``impl="blocked"``. Query chunk b holds i = b·w + a (a < w); it reads the key chunks
+    b - 1, b (and b + 1 unless causal): j = (b - 1)·w + c, c < span, span = 2w (causal) or 3w. Returns
+    i (nb, w), j (nb, span) and ``allowed`` (nb, w, span): inside the band and inside the keys."""
+    blocks = -(-lq // window)  # ceil(Lq / w)
+    span = (2 if causal else 3) * window
+    start = torch.arange(blocks, device=device)[:, None] * window  # (nb, 1)
+    i = start + torch.arange(window, device=device)  # (nb, w)
+    j = start - window + torch.arange(span, device=device)  # (nb, span)
+    rows, keys = i[:, :, None], j[:, None, :]  # (nb, w, 1) and (nb, 1, span): boolean results only
+    upper = keys <= rows if causal else keys < rows + window
+    allowed = (keys > rows - window) & upper & (keys >= 0) & (keys < lk)  # (nb, w, span)
+    return i, j, allowed
+
+
+def _key_chunks(x: torch.Tensor, blocks: int, window: int, causal: bool) -> torch.Tensor:
+    """(..., Lk, size) -> (..., nb, span, size): for each query chunk, the key chunks it reads, side by side.
+    The keys are padded with w zeros in front (the chunk before the first) and cut or padded at the end."""
+    shifts = 2 if causal else 3
+    total = (blocks + shifts - 1) * window  # the key chunks -1, 0, ..., nb - 1 (, nb)
+    padded = nn.functional.pad(x, (0, 0, window, max(0, total - window - x.size(-2))))[..., :total, :]
+    chunks = padded.unflatten(-2, (blocks + shifts - 1, window))  # (..., nb + shifts - 1, w, size)
+    return torch.cat([chunks[..., s:s + blocks, :, :] for s in range(shifts)], dim=-2)  # (..., nb, span, size)
+
+
+def _blocked(q, k, v, window, causal, mask, scale):
+    """Chunks of w queries against their neighbouring key chunks, all chunks in one SDPA call with one 4-D
+    boolean mask (..., nb, w, span): O(Lq·w) time and memory. See ``_chunk_layout``."""
+    lq, lk = q.size(-2), k.size(-2)
+    window = min(window, max(lq, lk))  # a wider window sees the same keys: keep the chunks small
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    i, j, allowed = _chunk_layout(lq, lk, window, causal, q.device)
+    blocks, span = j.shape
+    if mask is not None:  # pick each chunk's piece of the mask: (..., nb, w, span), never (Lq, Lk)
+        full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
+        full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
+        rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, w, 1); padded query rows are cut off below
+        allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, w, span)
+    # A row with no key would softmax to NaN (or uniform weights, depending on the SDPA kernel): let it see
+    # its whole span instead, a finite dummy, and zero its context below. Its gradient is then exactly 0.
+    empty = ~allowed.any(-1, keepdim=True)  # (..., nb, w, 1)
+    allowed = allowed | empty
+    if allowed.dim() > 3:  # a mask with batch dimensions: one (nb, w, span) piece per batch entry
+        allowed, empty = (x.expand(*lead, *x.shape[-3:]) for x in (allowed, empty))
+
+    def flat(x, size):  # (..., nb, rows, size) -> (B', nb, rows, size): SDPA wants 4-D, else it is slow
+        return x.expand(*lead, *x.shape[-3:]).reshape(-1, blocks, x.size(-2), size)
+
+    q_chunks = nn.functional.pad(q, (0, 0, 0, blocks * window - lq)).unflatten(-2, (blocks, window))
+    q_chunks = flat(q_chunks, q.size(-1))  # (B', nb, w, D)
+    k_chunks = flat(_key_chunks(k, blocks, window, causal), k.size(-1))  # (B', nb, span, D)
+    v_chunks = flat(_key_chunks(v, blocks, window, causal), v.size(-1))  # (B', nb, span, Dv)
+    attn_mask = allowed.reshape(-1, blocks, window, span)  # (1 or B', nb, w, span): 4-D, broadcasts
+    context = nn.functional.scaled_dot_product_attention(q_chunks, k_chunks, v_chunks, attn_mask=attn_mask,
+                                                         scale=scale)  # (B', nb, w, Dv)
+    context = context.masked_fill(empty.reshape(-1, blocks, window, 1), 0.0)
+    return context.reshape(*lead, blocks * window, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
+
+
+FLEX_COMPILE = True  # compile FlexAttention on first use (tests switch this off: the compile takes seconds)
+_flex_compiled = None
+
+
+def _flex_module():
+    try:
+        from torch.nn.attention import flex_attention
+    except ImportError:
+        raise RuntimeError(f"impl='flex' needs FlexAttention (torch >= 2.5), not in torch {torch.__version__}: "
+                           f"use impl='blocked'") from None
+    return flex_attention
+
+
+def _flex_function():
+    """flex_attention, compiled once per process when ``FLEX_COMPILE`` (uncompiled it materialises the
+    whole score matrix: right answers, no speed)."""
+    global _flex_compiled
+    flex_attention = _flex_module().flex_attention
+    if not FLEX_COMPILE:
+        return flex_attention
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    return _flex_compiled
+
+
+def _window_mod(window: int, causal: bool, mask: torch.Tensor | None = None):
+    """FlexAttention's mask_mod: True where query q_idx may attend key kv_idx (``masking.window_mask``),
+    and where ``mask`` (4-D, (B or 1, H or 1, Lq, Lk), may be an expanded view) allows it."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        offset = q_idx - kv_idx
+        inside = (offset >= 0) & (offset < window) if causal else (offset < window) & (offset > -window)
+        return inside if mask is None else inside & mask[b, h, q_idx, kv_idx]
+    return mask_mod
+
+
+@functools.lru_cache(maxsize=16)
+def _window_block_mask(lq: int, lk: int, window: int, causal: bool, device: str):
+    """The block mask of a plain sliding window, built once per layout (it costs O(Lq·Lk) to build)."""
+    return _flex_module().create_block_mask(_window_mod(window, causal), None, None, lq, lk, device=device)
+
+
+def _flex(q, k, v, window, causal, mask, scale):
+    """FlexAttention (torch >= 2.5) with a sliding-window block mask: only the blocks that meet the band are
+    computed. flex_attention wants (B, H, L, D): the leading dimensions become (B, H)."""
+    lq, lk = q.size(-2), k.size(-2)
+    window = min(window, max(lq, lk))
+    flex = _flex_module()
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        raise NotImplementedError(
+            f"impl='flex' has no backward on the CPU in torch {torch.__version__} (FlexAttention's CPU "
+            f"kernel is forward-only): use impl='blocked' for gradients, or call it under torch.no_grad()")
+    if q.device.type == "cpu":  # flex_attention refuses inputs that require grad even under no_grad
+        q, k, v = q.detach(), k.detach(), v.detach()
+    lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    lead4 = (1,) * (2 - len(lead)) + tuple(lead) if len(lead) <= 2 else (math.prod(lead[:-1]), lead[-1])
+
+    def four_d(x):  # (..., L, size) -> (B, H, L, size)
+        return x.expand(*lead, *x.shape[-2:]).reshape(*lead4, *x.shape[-2:])
+
+    if mask is None:
+        block_mask = _window_block_mask(lq, lk, window, causal, str(q.device))
+    else:
+        mask4 = four_d(mask[(None,) * max(0, 2 - mask.dim())].expand(*lead, lq, lk))  # (B, H, Lq, Lk) view
+        block_mask = flex.create_block_mask(_window_mod(window, causal, mask4), *lead4, lq, lk,
+                                            device=q.device)
+    context = _flex_function()(four_d(q), four_d(k), four_d(v), block_mask=block_mask, scale=scale)
+    return context.reshape(*lead, lq, v.size(-1))  # (..., Lq, Dv); a row with no key is 0 in flex
 
 
 def _band_indices(lq: int, lk: int, window: int, causal: bool, device):

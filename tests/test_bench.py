@@ -108,3 +108,62 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
         bench.main(["mha", "--device", "cuda"])
+
+
+# --- local: the sliding window --------------------------------------------------------------------------
+
+@pytest.fixture
+def eager_flex(monkeypatch):
+    """FlexAttention uncompiled: the smoke test checks the table, not the compile (tens of seconds)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from attn_course import local
+
+    monkeypatch.setattr(local, "FLEX_COMPILE", False)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("causal", [False, True])
+def test_local_benchmark_runs_and_writes_its_table(tmp_path, capsys, eager_flex, causal):
+    out = tmp_path / "local.json"
+    args = ["local", "--sizes", "48", "96", "--window", "8", "--heads", "2", "--head-dim", "8", "--rounds", "1",
+            "--min-run-time", "0.001", "--dense-max", "48", "--json", str(out)] + (["--causal"] if causal else [])
+    result = bench.main(args)
+    printed = capsys.readouterr().out
+    for text in ("torch=", "forward+backward time", "dense/blocked", "flex/blocked", "peak extra memory",
+                 "flex compile", "SDPA kernel that ran: blocked: flash (CPU); dense: flash (CPU)", "targets",
+                 "the bars are set at N=8192", "forward within 1.1x of compiled FlexAttention"):
+        assert text in printed, text
+    saved = json.loads(out.read_text())
+    assert saved["causal"] is causal and saved["window"] == 8
+    assert [row["N"] for row in saved["rows"]] == [48, 96] == [row["N"] for row in result["rows"]]
+    first, second = saved["rows"]
+    assert set(first["forward_ms"]) == {"blocked", "dense", "flex", "banded"}
+    assert set(second["forward_ms"]) == {"blocked", "flex", "banded"}  # dense only up to --dense-max
+    assert set(first["forward_backward_ms"]) == {"blocked", "dense", "banded"}  # no flex backward on CPU
+    assert all(t > 0 for row in saved["rows"] for t in row["forward_backward_ms"].values())
+
+
+def test_local_candidates_compute_the_same_output(eager_flex):
+    import warnings
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 8) for _ in range(3))
+    for causal in (False, True):
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs = {name: fn() for name, fn in bench.local_candidates(q, k, v, 6, causal).items()}
+        for name, output in outputs.items():
+            torch.testing.assert_close(output, outputs["banded"], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_local_targets_are_judged_at_8192_and_16384(capsys):
+    def row(n, scale):
+        return {"N": n, "forward_ms": {"blocked": 100 * scale, "flex": 95 * scale},
+                "forward_backward_ms": {"blocked": 400 * scale, "dense": 6000.0},
+                "forward_backward_peak_MiB": {"blocked": 50.0, "dense": 300.0}}
+
+    bench._print_local_bars([row(8192, 1), row(16384, 2.5)])
+    printed = capsys.readouterr().out
+    assert "dense/blocked = 15.00 met" in printed and "blocked/dense = 0.17 met" in printed
+    assert "forward+backward time(16384) / time(8192) <= 2.3: 2.50 MISSED" in printed
+    assert "flex/blocked >= 0.91: 0.95 met" in printed

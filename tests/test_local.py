@@ -1,7 +1,9 @@
 """Local attention: local-m and local-p (Luong et al. 2015) against global attention, and the banded
 sliding window against its dense reference (values and gradients, with masks)."""
 
+import contextlib
 import math
+import os
 import re
 
 import pytest
@@ -343,7 +345,7 @@ def _x(*shape, dtype=torch.float32):
     (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2.5),
      TypeError, "window must be a whole number, got float"),
     (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="flash"),
-     ValueError, "impl must be one of 'reference', 'banded', got 'flash'"),
+     ValueError, "impl must be one of 'reference', 'banded', 'blocked', 'flex', got 'flash'"),
     (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 3), _x(1, 4, 2), 2),
      ValueError, "q and k must have the same feature size D"),
     (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, mask=torch.ones(3, 3).bool()),
@@ -380,3 +382,171 @@ def _x(*shape, dtype=torch.float32):
 def test_bad_input_is_named(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+# --- the fast sliding window: blocked SDPA and FlexAttention ---------------------------------------------
+
+SHAPES = [(16, 16, 4), (13, 13, 4), (10, 10, 1), (5, 5, 8), (1, 1, 1), (1, 1, 3), (5, 12, 3), (12, 5, 3)]
+
+
+@pytest.fixture
+def eager_flex(monkeypatch):
+    """FlexAttention uncompiled (same values; the compile would take tens of seconds per shape here)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    monkeypatch.setattr(local, "FLEX_COMPILE", False)
+    with _no_flex_warning():
+        yield
+
+
+@contextlib.contextmanager
+def _no_flex_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        yield
+
+
+def _masks(gen, lq, lk):
+    """No mask; a padding mask whose first sequence is fully padded (its rows must give zeros); a random one."""
+    return (None, padding_mask(torch.tensor([0, lk]), lk)[:, None], random_mask((2, 1, lq, lk), gen))
+
+
+def _fast_parity(impl, q, k, v, window, causal, mask, atol, backward=True):
+    outputs = []
+    for name in ("reference", impl):
+        inputs = [x.detach().clone().requires_grad_(backward) for x in (q, k, v)]
+        context = local.sliding_window_attention(*inputs, window, causal=causal, mask=mask, impl=name)
+        if backward:
+            probe = torch.linspace(-1, 1, context.numel(), dtype=context.dtype).view_as(context)
+            (context * probe).sum().backward()
+        outputs.append((context, *(x.grad for x in inputs if backward)))
+    for name, ref, fast in zip(("context", "dq", "dk", "dv"), *outputs):
+        assert torch.isfinite(fast).all(), name
+        torch.testing.assert_close(fast, ref, atol=atol, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("lq", "lk", "window"), SHAPES)
+def test_blocked_equals_the_reference_forward_and_backward(seed, dtype, causal, lq, lk, window):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2, 3), lq, lk, d=8, dv=5, dtype=dtype)
+    for mask in _masks(gen, lq, lk):
+        _fast_parity("blocked", q, k, v, window, causal, mask, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_blocked_fully_masked_rows_are_zero_with_zero_gradients():
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = qkv(gen, (2,), 9, 9, requires_grad=True)
+    mask = padding_mask(torch.tensor([0, 9]), 9)  # batch 0: every key is padding
+    context = local.sliding_window_attention(q, k, v, 3, mask=mask, impl="blocked")
+    context.sum().backward()
+    assert torch.all(context[0] == 0) and torch.all(q.grad[0] == 0) and torch.all(k.grad[0] == 0)
+
+
+@pytest.mark.parametrize("impl", ["blocked", "flex"])
+@pytest.mark.parametrize("n", [1, 7, 9])
+def test_a_fast_window_as_wide_as_the_sequence_is_global_attention(impl, n, request):
+    if impl == "flex":
+        request.getfixturevalue("eager_flex")
+    gen = torch.Generator().manual_seed(n)
+    q, k, v = qkv(gen, (2,), n, n, dtype=torch.float32)
+    mask = padding_mask(torch.tensor([n, max(1, n // 2)]))
+    with torch.no_grad():
+        for window in (n, n + 5):
+            torch.testing.assert_close(local.sliding_window_attention(q, k, v, window, mask=mask, impl=impl),
+                                       attend(q, k, v, mask=mask)[0])
+            torch.testing.assert_close(local.sliding_window_attention(q, k, v, window, causal=True, impl=impl),
+                                       attend(q, k, v, mask=causal_mask(n))[0])
+
+
+def test_blocked_runs_the_fused_sdpa_kernel_and_stays_o_n_w():
+    from attn_course import bench
+
+    n, d, window = 512, 8, 16
+    q, k, v = (torch.randn(1, 2, n, d) for _ in range(3))
+    assert bench.sdpa_kernels(lambda: local.sliding_window_attention(q, k, v, window, impl="blocked")) \
+        == "flash (CPU)"  # a 4-D mask: not the slow math fallback
+    with _LargestTensor() as blocked:
+        local.sliding_window_attention(q, k, v, window, mask=padding_mask(torch.tensor([500]), n)[:, None],
+                                       impl="blocked")
+    assert blocked.largest <= 2 * n * 3 * window < 2 * n * n // 4  # (B·H, nb, w, 3w) at most
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("lq", "lk", "window"), SHAPES)
+def test_flex_equals_the_reference_forward(eager_flex, seed, causal, lq, lk, window):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = qkv(gen, (2, 3), lq, lk, d=8, dv=5, dtype=torch.float32)
+    for mask in _masks(gen, lq, lk):
+        with torch.no_grad():
+            _fast_parity("flex", q, k, v, window, causal, mask, atol=1e-5, backward=False)
+
+
+def test_flex_has_no_cpu_backward_and_says_so(eager_flex):
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = qkv(gen, (1,), 8, 8, dtype=torch.float32, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="impl='flex' has no backward on the CPU.*impl='blocked'"):
+        local.sliding_window_attention(q, k, v, 3, impl="flex")
+    with torch.no_grad():  # the forward is fine
+        local.sliding_window_attention(q, k, v, 3, impl="flex")
+
+
+@pytest.mark.skipif(not os.environ.get("ATTN_COURSE_FLEX_COMPILE"),
+                    reason="compiles FlexAttention (about 20 s on a 2-core CPU): set ATTN_COURSE_FLEX_COMPILE=1")
+def test_compiled_flex_equals_the_reference():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = qkv(gen, (1, 2), 40, 40, d=16, dv=16, dtype=torch.float32)
+    with torch.no_grad():
+        _fast_parity("flex", q, k, v, 8, True, None, atol=1e-5, backward=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("impl", ["blocked", "flex"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_impls_on_cuda_forward_and_backward(impl, causal):
+    if impl == "flex":
+        pytest.importorskip("torch.nn.attention.flex_attention")
+    gen = torch.Generator().manual_seed(12)
+    q, k, v = (x.cuda() for x in qkv(gen, (2, 2), 300, 300, d=16, dv=16, dtype=torch.float32))
+    mask = padding_mask(torch.tensor([300, 0]), 300)[:, None].cuda()
+    for m in (None, mask):
+        _fast_parity(impl, q, k, v, 64, causal, m, atol=1e-4)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="blocked",
+                                            return_weights=True),
+     ValueError, "impl='blocked' never builds the attention weights, so return_weights=True is not available "
+                 "with it: use impl='reference' or impl='banded'"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="flex",
+                                            return_weights=True),
+     ValueError, "impl='flex' never builds the attention weights"),
+    (lambda: local.sliding_window_attention(*(_x(1, 4, 2, dtype=F64),) * 3, 2, impl="flex"),
+     TypeError, "impl='flex' supports the dtypes float16, bfloat16, float32, got torch.float64"),
+    (lambda: local.sliding_window_attention(*(_x(1, 4, 2, dtype=torch.float8_e4m3fn),) * 3, 2, impl="blocked"),
+     TypeError, "impl='blocked' supports the dtypes float16, bfloat16, float32, float64, got torch.float8_e4m3fn"),
+    (lambda: local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 0, impl="blocked"),
+     ValueError, "window must be >= 1, got 0"),
+])
+def test_fast_impls_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        call()
+
+
+def test_flex_without_flexattention_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_flex(name, *args, **kwargs):
+        if name == "torch.nn.attention" and args[2] and "flex_attention" in args[2]:
+            raise ImportError("no flex_attention")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_flex)
+    with pytest.raises(RuntimeError, match=re.escape("impl='flex' needs FlexAttention (torch >= 2.5)")):
+        local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="flex")
