@@ -33,6 +33,13 @@ $(W7)/.stamp: tests/requirements-ipywidgets7.txt | $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(W7) -r $<
 	@touch $@
 
+# Triton (about 1 GB installed) is needed only by the tests of the teaching kernel, run under its CPU interpreter.
+TRITON := $(VENV)/.triton-stamp
+$(TRITON): tests/requirements-triton.txt | $(STAMP)
+	@echo "Installing Triton for the kernel tests (about a minute the first time) ..."
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $<
+	@touch $@
+
 env: $(STAMP)  ## create .venv and install everything (done by book/test too)
 
 # --- the book --------------------------------------------------------------------------------
@@ -42,7 +49,7 @@ book: $(STAMP)  ## build the web book from the committed notebooks (warnings are
 	@echo "The book is at: file://$(abspath $(BOOK_HTML))"
 
 # --- tests -----------------------------------------------------------------------------------
-test: $(STAMP) $(W7)/.stamp  ## the whole suite: unit, graders, widgets (ipywidgets 8 and 7.7), nbval, lint, book
+test: $(STAMP) $(W7)/.stamp $(TRITON)  ## the whole suite: unit, graders, widgets (ipywidgets 8 and 7.7), nbval, lint, book
 	$(BIN)/ruff check .
 	$(PY) tools/nbtools.py check notebooks/*.ipynb
 	ATTN_COURSE_IPYWIDGETS7=$(abspath $(W7)) $(PY) -m pytest
@@ -65,8 +72,10 @@ check: $(STAMP)  ## check notebook conventions without running anything
 lint: $(STAMP)  ## ruff (with B015: comparisons that assert nothing)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)  ## benchmarks that print ratios against baselines measured in the same run (ARGS="--device cuda" ...)
-	$(PY) -m attn_course.bench mha $(ARGS)
+BENCH ?= mha local
+bench: $(STAMP)  ## benchmarks printing ratios against baselines run alongside (BENCH="mha", ARGS="--device cuda")
+	@for name in $(BENCH); do echo "== python -m attn_course.bench $$name $(ARGS)"; \
+	  $(PY) -m attn_course.bench $$name $(ARGS) || exit 1; done
 
 clean:  ## remove the built book and caches (keeps .venv)
 	rm -rf _build .pytest_cache .ruff_cache

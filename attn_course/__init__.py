@@ -15,6 +15,7 @@ One module per concept (see the book's introduction for which chapter uses which
 - ``transformer`` encoder and decoder layers and stacks (post- or pre-LayerNorm)
 - ``tasks``      synthetic tasks for measuring what attention buys (long-range dependencies)
 - ``bench``      benchmarks that print ratios against baselines measured in the same run
+- ``triton_attention`` a teaching FlashAttention-style Triton kernel (online softmax, optional sliding window)
 - ``pooling``    attention pooling (Nadaraya-Watson kernel regression)
 - ``seq2seq``    a small GRU encoder-decoder, with or without attention
 - ``data``       datasets the project generates itself (nothing is downloaded)

@@ -350,7 +350,8 @@ def _mha_arguments(parser: argparse.ArgumentParser) -> None:
 # --- local: the sliding window, blocked SDPA against dense band-masked SDPA, FlexAttention and banded ------
 
 LOCAL_LEGEND = """\
-  blocked  sliding_window_attention(impl="blocked")   (chunks of w queries, one SDPA call, 4-D chunk mask)
+  blocked  sliding_window_attention(impl="blocked")   (chunks of min(64, w) queries against overlapping
+           views of the padded keys, one fused SDPA kernel call, 4-D chunk mask; CPU backward in groups)
   dense    F.scaled_dot_product_attention(q, k, v, attn_mask=band)   (the (1, 1, N, N) boolean band mask,
            built once outside the timing; 4-D, else SDPA silently takes its slow math path)
   flex     sliding_window_attention(impl="flex")      (compiled FlexAttention; forward only on the CPU;

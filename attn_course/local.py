@@ -337,63 +337,144 @@ def _check_dtype(impl: str, q: torch.Tensor, supported: tuple[torch.dtype, ...])
 
 # --- the fast sliding window: blocked SDPA and FlexAttention ---------------------------------------
 
-def _chunk_layout(lq: int, lk: int, window: int, causal: bool, device):
-    """The chunks of ``impl="blocked"``. Query chunk b holds i = b·w + a (a < w); it reads the key chunks
-    b - 1, b (and b + 1 unless causal): j = (b - 1)·w + c, c < span, span = 2w (causal) or 3w. Returns
-    i (nb, w), j (nb, span) and ``allowed`` (nb, w, span): inside the band and inside the keys."""
-    blocks = -(-lq // window)  # ceil(Lq / w)
-    span = (2 if causal else 3) * window
-    start = torch.arange(blocks, device=device)[:, None] * window  # (nb, 1)
-    i = start + torch.arange(window, device=device)  # (nb, w)
-    j = start - window + torch.arange(span, device=device)  # (nb, span)
-    rows, keys = i[:, :, None], j[:, None, :]  # (nb, w, 1) and (nb, 1, span): boolean results only
+BLOCKED_CHUNK = 64  # queries per chunk of impl="blocked" (at most w): measured fastest on the CPU, see _chunk_size
+BACKWARD_KEY_ROWS = 2048  # the CPU backward runs on groups of chunks reading about this many key rows each
+
+
+def _chunk_size(lq: int, window: int, chunk: int | None = None) -> int:
+    """Queries per chunk: at most ``BLOCKED_CHUNK`` and at most w (a chunk of c queries reads a span of
+    c + w - 1 keys causal, c + 2(w - 1) bidirectional: the smaller c, the fewer wasted scores but the more
+    chunks), and no more than Lq."""
+    return max(1, min(chunk or BLOCKED_CHUNK, window, lq))
+
+
+def _chunk_layout(lq: int, lk: int, window: int, chunk: int, causal: bool, device):
+    """The chunks of ``impl="blocked"``. Query chunk b holds i = b·c + a (a < c queries); since
+    |i - j| < w its keys lie in j = b·c - (w - 1) + s with s < span, span = c + w - 1 (causal: nothing
+    after the chunk's last query) or c + 2(w - 1). Returns i (nb, c), j (nb, span) and ``allowed``
+    (nb, c, span): inside the band and inside the keys."""
+    blocks = -(-lq // chunk)  # ceil(Lq / c)
+    span = chunk + (1 if causal else 2) * (window - 1)
+    start = torch.arange(blocks, device=device)[:, None] * chunk  # (nb, 1)
+    i = start + torch.arange(chunk, device=device)  # (nb, c)
+    j = start - (window - 1) + torch.arange(span, device=device)  # (nb, span)
+    rows, keys = i[:, :, None], j[:, None, :]  # (nb, c, 1) and (nb, 1, span): boolean results only
     upper = keys <= rows if causal else keys < rows + window
-    allowed = (keys > rows - window) & upper & (keys >= 0) & (keys < lk)  # (nb, w, span)
+    allowed = (keys > rows - window) & upper & (keys >= 0) & (keys < lk)  # (nb, c, span)
     return i, j, allowed
 
 
-def _key_chunks(x: torch.Tensor, blocks: int, window: int, causal: bool) -> torch.Tensor:
-    """(..., Lk, size) -> (..., nb, span, size): for each query chunk, the key chunks it reads, side by side.
-    The keys are padded with w zeros in front (the chunk before the first) and cut or padded at the end."""
-    shifts = 2 if causal else 3
-    total = (blocks + shifts - 1) * window  # the key chunks -1, 0, ..., nb - 1 (, nb)
-    padded = nn.functional.pad(x, (0, 0, window, max(0, total - window - x.size(-2))))[..., :total, :]
-    chunks = padded.unflatten(-2, (blocks + shifts - 1, window))  # (..., nb + shifts - 1, w, size)
-    return torch.cat([chunks[..., s:s + blocks, :, :] for s in range(shifts)], dim=-2)  # (..., nb, span, size)
+def _pad_keys(x: torch.Tensor, blocks: int, chunk: int, span: int, window: int) -> torch.Tensor:
+    """(B', Lk, size) -> (B', (nb - 1)·c + span, size): w - 1 zero rows in front (the keys before the
+    first), cut or padded at the end: the rows that the chunks' windows cover. One copy of x."""
+    total = (blocks - 1) * chunk + span
+    back = max(0, total - (window - 1) - x.size(-2))
+    return nn.functional.pad(x, (0, 0, window - 1, back))[..., :total, :]
 
 
-def _blocked(q, k, v, window, causal, mask, scale):
-    """Chunks of w queries against their neighbouring key chunks, all chunks in one SDPA call with one 4-D
-    boolean mask (..., nb, w, span): O(Lq·w) time and memory. See ``_chunk_layout``."""
+def _windows(padded: torch.Tensor, chunk: int, span: int) -> torch.Tensor:
+    """(B', (nb - 1)·c + span, size) -> (B', nb, span, size): chunk b's keys j = b·c - (w - 1) + s, s < span,
+    as overlapping *views* of the padded keys: the span/c-fold overlap costs no memory. ``unfold`` is a view
+    with a gradient (its backward adds the overlapping windows' gradients back together)."""
+    return padded.unfold(-2, span, chunk).transpose(-2, -1)  # (B', nb, size, span) -> (B', nb, span, size)
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The boolean mask as the 0 / -inf float mask the fused kernel adds to the scores (4-D)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
+
+
+class _FlashChunksCPU(torch.autograd.Function):
+    """The chunks through the CPU's fused flash kernel, with a backward that runs on groups of chunks.
+
+    Autograd through ``F.scaled_dot_product_attention`` would make the kernel return the keys' gradient
+    for every window, (B', nb, span, D): span/c times the keys (about 10x for c = 64, w = 256), dearer than
+    the whole forward. Here each group's window gradients are added into one (B', Lk + 2w, D) buffer at
+    once (``unfold_backward``), so the backward needs O(Lk·D) memory like the forward. Same kernel, same
+    values as SDPA's own backward."""
+
+    @staticmethod
+    def forward(ctx, q_chunks, k, v, allowed, window, scale):
+        blocks, chunk, span = allowed.shape[-3:]
+        k_pad, v_pad = (_pad_keys(x, blocks, chunk, span, window) for x in (k, v))  # (B', rows, D)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q_chunks, _windows(k_pad, chunk, span), _windows(v_pad, chunk, span), 0.0, False,
+            attn_mask=_additive(allowed, q_chunks.dtype), scale=scale)  # (B', nb, c, Dv), (B', nb, c)
+        ctx.save_for_backward(q_chunks, k_pad, v_pad, out, lse, allowed)
+        ctx.window, ctx.scale, ctx.lk = window, scale, k.size(-2)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_chunks, k_pad, v_pad, out, lse, allowed = ctx.saved_tensors
+        blocks, chunk, span = allowed.shape[-3:]
+        k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)
+        grad_out = grad_out.contiguous()
+        grad_q = torch.empty_like(q_chunks)
+        length = max(k_pad.size(-2), ctx.window - 1 + ctx.lk)  # keys past the last window get 0 too
+        grad_k, grad_v = (x.new_zeros(x.size(0), length, x.size(-1)) for x in (k_pad, v_pad))
+        group = max(1, BACKWARD_KEY_ROWS // span)  # chunks per group
+        for first in range(0, blocks, group):
+            part = slice(first, min(blocks, first + group))
+            gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad_out[:, part], q_chunks[:, part], k_win[:, part], v_win[:, part], out[:, part],
+                lse[:, part], 0.0, False, attn_mask=_additive(allowed[..., part, :, :], q_chunks.dtype),
+                scale=ctx.scale)  # (B', G, c, D), (B', G, span, D), (B', G, span, Dv)
+            grad_q[:, part] = gq
+            rows = slice(first * chunk, (part.stop - 1) * chunk + span)  # the padded key rows they read
+            for grad, g in ((grad_k, gk), (grad_v, gv)):  # sum the overlapping windows' gradients
+                grad[:, rows] += torch.ops.aten.unfold_backward(
+                    g.transpose(-2, -1), (g.size(0), rows.stop - rows.start, g.size(-1)), 1, span, chunk)
+        keys = slice(ctx.window - 1, ctx.window - 1 + ctx.lk)  # drop the padding rows' gradients
+        return grad_q, grad_k[:, keys], grad_v[:, keys], None, None, None
+
+
+def _use_cpu_flash(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """The CPU's flash kernel called directly (``_FlashChunksCPU``): only where SDPA itself would pick it
+    (flash switched on, D = Dv); elsewhere SDPA chooses its kernel, math fallback included."""
+    return (q.device.type == "cpu" and torch.backends.cuda.flash_sdp_enabled() and q.size(-1) == v.size(-1)
+            and q.dtype in SDPA_DTYPES and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
+    """Chunks of c queries against the span of keys around them, all chunks in one fused SDPA call with one
+    4-D boolean mask (..., nb, c, span): O(Lq·(c + 2w)) time; the keys and values are views of one padded
+    copy (``_windows``), so the memory is O(Lq·D + Lq·(c + 2w)) bytes of mask. See ``_chunk_layout``."""
     lq, lk = q.size(-2), k.size(-2)
     window = min(window, max(lq, lk))  # a wider window sees the same keys: keep the chunks small
+    chunk = _chunk_size(lq, window, chunk)
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    i, j, allowed = _chunk_layout(lq, lk, window, causal, q.device)
+    i, j, allowed = _chunk_layout(lq, lk, window, chunk, causal, q.device)
     blocks, span = j.shape
-    if mask is not None:  # pick each chunk's piece of the mask: (..., nb, w, span), never (Lq, Lk)
+    if mask is not None:  # pick each chunk's piece of the mask: (..., nb, c, span), never (Lq, Lk)
         full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
         full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
-        rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, w, 1); padded query rows are cut off below
-        allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, w, span)
+        rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, c, 1); padded query rows are cut off below
+        allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, c, span)
     # A row with no key would softmax to NaN (or uniform weights, depending on the SDPA kernel): let it see
     # its whole span instead, a finite dummy, and zero its context below. Its gradient is then exactly 0.
-    empty = ~allowed.any(-1, keepdim=True)  # (..., nb, w, 1)
+    empty = ~allowed.any(-1, keepdim=True)  # (..., nb, c, 1)
     allowed = allowed | empty
-    if allowed.dim() > 3:  # a mask with batch dimensions: one (nb, w, span) piece per batch entry
+    if allowed.dim() > 3:  # a mask with batch dimensions: one (nb, c, span) piece per batch entry
         allowed, empty = (x.expand(*lead, *x.shape[-3:]) for x in (allowed, empty))
+    allowed = allowed.reshape(-1, blocks, chunk, span)  # (1 or B', nb, c, span): 4-D, broadcasts
 
-    def flat(x, size):  # (..., nb, rows, size) -> (B', nb, rows, size): SDPA wants 4-D, else it is slow
-        return x.expand(*lead, *x.shape[-3:]).reshape(-1, blocks, x.size(-2), size)
+    def flat(x):  # (..., L, size) -> (B', L, size): a view unless x is broadcast
+        return x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
 
-    q_chunks = nn.functional.pad(q, (0, 0, 0, blocks * window - lq)).unflatten(-2, (blocks, window))
-    q_chunks = flat(q_chunks, q.size(-1))  # (B', nb, w, D)
-    k_chunks = flat(_key_chunks(k, blocks, window, causal), k.size(-1))  # (B', nb, span, D)
-    v_chunks = flat(_key_chunks(v, blocks, window, causal), v.size(-1))  # (B', nb, span, Dv)
-    attn_mask = allowed.reshape(-1, blocks, window, span)  # (1 or B', nb, w, span): 4-D, broadcasts
-    context = nn.functional.scaled_dot_product_attention(q_chunks, k_chunks, v_chunks, attn_mask=attn_mask,
-                                                         scale=scale)  # (B', nb, w, Dv)
-    context = context.masked_fill(empty.reshape(-1, blocks, window, 1), 0.0)
-    return context.reshape(*lead, blocks * window, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
+    q_chunks = flat(q)
+    if blocks * chunk > lq:  # pad the last chunk (a copy); otherwise the chunks are a view
+        q_chunks = nn.functional.pad(q_chunks, (0, 0, 0, blocks * chunk - lq))
+    q_chunks = q_chunks.unflatten(-2, (blocks, chunk))  # (B', nb, c, D)
+    if _use_cpu_flash(q, v):
+        context = _FlashChunksCPU.apply(q_chunks, flat(k), flat(v), allowed, window, scale)  # (B', nb, c, Dv)
+    else:
+        k_win, v_win = (_windows(_pad_keys(flat(x), blocks, chunk, span, window), chunk, span) for x in (k, v))
+        context = nn.functional.scaled_dot_product_attention(q_chunks, k_win, v_win, attn_mask=allowed,
+                                                             scale=scale)  # (B', nb, c, Dv)
+    if empty.any():  # only then: masked_fill copies the context
+        context = context.masked_fill(empty.reshape(-1, blocks, chunk, 1), 0.0)
+    return context.reshape(*lead, blocks * chunk, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
 
 
 FLEX_COMPILE = True  # compile FlexAttention on first use (tests switch this off: the compile takes seconds)

@@ -45,7 +45,8 @@ def _notebook(name):
 
 def test_index_and_pages_exist(html):
     assert (html / "index.html").exists()
-    for page in ("book/intro.html", "book/how_to_use.html", "book/glossary.html", "book/references.html"):
+    for page in ("book/intro.html", "book/how_to_use.html", "book/glossary.html", "book/references.html",
+                 "book/benchmarks.html"):
         assert (html / page).exists(), page
     assert len(CHAPTERS) >= 6
     for name in CHAPTERS:
@@ -105,3 +106,10 @@ def test_widgets_are_embedded_with_their_state(html, name):
 def test_references_and_glossary(html):
     assert "attention is all you need" in _page(html, "book/references.html").lower()
     assert "Temperature" in _page(html, "book/glossary.html")
+
+
+def test_benchmark_page_shows_the_measured_tables(html):
+    page = re.sub(r"<[^>]+>", "", _page(html, "book/benchmarks.html"))  # text only: code is highlighted
+    assert "python -m attn_course.bench" in page
+    assert "bare/ours" in page and "dense/blocked" in page  # the ratio columns came through the includes
+    assert "not measured yet" in page  # the GPU rows say so

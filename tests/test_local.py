@@ -550,3 +550,84 @@ def test_flex_without_flexattention_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_flex)
     with pytest.raises(RuntimeError, match=re.escape("impl='flex' needs FlexAttention (torch >= 2.5)")):
         local.sliding_window_attention(_x(1, 4, 2), _x(1, 4, 2), _x(1, 4, 2), 2, impl="flex")
+
+
+# --- impl="blocked" on the CPU: the keys as overlapping views, the fused kernel called directly ------------
+
+AWKWARD = [(13, 13, 4), (3, 3, 8), (1, 1, 1), (1, 1, 3), (5, 12, 3), (12, 5, 3), (37, 37, 8)]
+
+
+@pytest.fixture(params=["cpu flash", "sdpa"])
+def blocked_path(request, monkeypatch):
+    """Small chunks (c = 4 < w) and backward groups of one or two chunks, so the awkward shapes cross chunk
+    and group edges; "cpu flash" is _FlashChunksCPU, "sdpa" the plain SDPA call on the window views (any
+    other device, or the CPU with flash switched off)."""
+    monkeypatch.setattr(local, "BLOCKED_CHUNK", 4)
+    monkeypatch.setattr(local, "BACKWARD_KEY_ROWS", 24)
+    if request.param == "sdpa":
+        monkeypatch.setattr(local, "_use_cpu_flash", lambda q, v: False)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("lq", "lk", "window"), AWKWARD)
+def test_blocked_views_equal_the_reference_forward_and_backward(blocked_path, dtype, causal, lq, lk, window):
+    gen = torch.Generator().manual_seed(lq * 100 + lk)
+    q, k, v = qkv(gen, (2, 3), lq, lk, d=8, dv=8, dtype=dtype)  # D = Dv: the CPU flash kernel's case
+    assert local._use_cpu_flash(q, v) == (blocked_path == "cpu flash")
+    for mask in _masks(gen, lq, lk):  # no mask, padding with a fully padded sequence, random
+        _fast_parity("blocked", q, k, v, window, causal, mask, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_blocked_cpu_path_runs_the_flash_kernel_and_takes_the_switch():
+    from attn_course import bench
+
+    q, k, v = (torch.randn(1, 2, 64, 8) for _ in range(3))
+    assert bench.sdpa_kernels(lambda: local.sliding_window_attention(q, k, v, 8, impl="blocked")) == "flash (CPU)"
+    before = torch.backends.cuda.flash_sdp_enabled()
+    torch.backends.cuda.enable_flash_sdp(False)
+    try:  # flash switched off: not called behind the switch's back, SDPA picks (its math path)
+        assert not local._use_cpu_flash(q, v)
+        assert bench.sdpa_kernels(lambda: local.sliding_window_attention(q, k, v, 8, impl="blocked")) == "math"
+    finally:
+        torch.backends.cuda.enable_flash_sdp(before)
+
+
+class _LargestFeatureTensor(TorchDispatchMode):
+    """The largest memory block (in elements) behind any tensor with last dimension ``size`` that an
+    operation returns: the copies of the keys and values, and their gradients."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size, self.largest = size, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dim() and t.size(-1) == self.size:
+                self.largest = max(self.largest, t.untyped_storage().nbytes() // t.element_size())
+        return out
+
+
+@pytest.mark.parametrize("path", ["cpu flash", "sdpa"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_never_copies_the_keys_per_chunk(monkeypatch, path, causal):
+    """Chunks of c = 16 queries read span = c + 2(w - 1) = 142 keys: copying each chunk's keys would take
+    (B·H, nb, span, D), 9x the keys. The views take one padded copy, (B·H, N + 2w, D); the CPU backward
+    also keeps the keys' gradient at that size (SDPA's own backward cannot: it returns the windows')."""
+    monkeypatch.setattr(local, "BLOCKED_CHUNK", 16)
+    monkeypatch.setattr(local, "BACKWARD_KEY_ROWS", 256)
+    if path == "sdpa":
+        monkeypatch.setattr(local, "_use_cpu_flash", lambda q, v: False)
+    n, d, window, heads = 512, 24, 64, 2
+    q, k, v = (torch.randn(1, heads, n, d, requires_grad=True) for _ in range(3))
+    with _LargestFeatureTensor(d) as forward:
+        context = local.sliding_window_attention(q, k, v, window, causal=causal, impl="blocked")
+    with _LargestFeatureTensor(d) as backward:
+        context.backward(torch.ones_like(context))
+    bound = heads * (n + 2 * window) * d
+    per_chunk_copies = heads * (n // 16) * (16 + 2 * (window - 1)) * d
+    assert forward.largest <= bound < per_chunk_copies // 4
+    if path == "cpu flash":
+        assert backward.largest <= bound
