@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -295,8 +296,14 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     "blocked" is "banded" run by ``F.scaled_dot_product_attention`` (fused kernel, fp16/bf16/fp32/fp64,
     gradients); "flex" is ``torch.nn.attention.flex_attention`` with a sliding-window block mask (torch >= 2.5,
     fp16/bf16/fp32, compiled on first use: seconds to tens of seconds; no backward on the CPU, where it
-    raises instead of silently switching to "blocked").
-    A query with no key to attend (fully masked) gets a zero context in every impl.
+    raises instead of silently switching to "blocked"). Its compile is for fixed shapes
+    (``torch.compile(dynamic=False)``): every new (B, H, Lq, Lk) compiles again, and past
+    ``torch._dynamo.config.recompile_limit`` (8) torch silently runs the uncompiled FlexAttention, which
+    builds the whole score matrix (a RuntimeWarning says so): keep to a few fixed lengths. With a ``mask``,
+    flex also rebuilds its block mask on every call, O(B·H·Lq·Lk) (only over the batch and head dimensions
+    where the mask varies); without one the block mask is cached per (Lq, Lk, w).
+    A query with no key to attend (fully masked, or Lk = 0) gets a zero context in every impl; Lq = 0 gives
+    an empty one.
     Returns the context (..., Lq, Dv), and the dense weights (..., Lq, Lk) too if ``return_weights``
     (for "banded" that re-creates the O(Lq·Lk) matrix: ask only to look at it; not for the fast impls).
     """
@@ -314,16 +321,20 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     if mask is not None:
         shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), lq, lk)
         check_mask(mask, q.new_empty(()).expand(shape))  # checks the shape; expand allocates nothing
+    if impl in FAST_IMPLS:
+        _check_dtype(impl, q, SDPA_DTYPES if impl == "blocked" else FLEX_DTYPES)
+    if lq == 0 or lk == 0:  # no query, or no key to attend: the blocks and kernels need both
+        weights = q @ k.transpose(-2, -1)  # (..., Lq, Lk): no entries; keeps the autograd graph
+        context = weights @ v  # (..., Lq, Lk) @ (..., Lk, Dv) -> (..., Lq, Dv): zeros (an empty sum)
+        return (context, weights) if return_weights else context
     if impl == "reference":
         band = window_mask(lq, lk, window=window, causal=causal, device=q.device)  # (Lq, Lk)
         context, weights = attend(q, k, v, mask=combine_masks(band, mask), scale=scale)
     elif impl == "banded":
         context, weights = _banded(q, k, v, window, causal, mask, scale, return_weights)
     elif impl == "blocked":
-        _check_dtype(impl, q, SDPA_DTYPES)
         context = _blocked(q, k, v, window, causal, mask, scale)
     else:
-        _check_dtype(impl, q, FLEX_DTYPES)
         context = _flex(q, k, v, window, causal, mask, scale)
     return (context, weights) if return_weights else context
 
@@ -405,35 +416,68 @@ class _FlashChunksCPU(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the flash backward kernel has no derivative itself
     def backward(ctx, grad_out):
         q_chunks, k_pad, v_pad, out, lse, allowed = ctx.saved_tensors
+        needs_q, needs_k, needs_v = ctx.needs_input_grad[:3]
         blocks, chunk, span = allowed.shape[-3:]
         k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)
         grad_out = grad_out.contiguous()
-        grad_q = torch.empty_like(q_chunks)
+        grad_q = torch.empty_like(q_chunks) if needs_q else None
         length = max(k_pad.size(-2), ctx.window - 1 + ctx.lk)  # keys past the last window get 0 too
-        grad_k, grad_v = (x.new_zeros(x.size(0), length, x.size(-1)) for x in (k_pad, v_pad))
+        # The kernel returns all three gradients at once; only the ones asked for are kept and summed.
+        sums = {slot: x.new_zeros(x.size(0), length, x.size(-1))  # slot: the kernel's output 1 (k), 2 (v)
+                for slot, x, needed in ((1, k_pad, needs_k), (2, v_pad, needs_v)) if needed}
         group = max(1, BACKWARD_KEY_ROWS // span)  # chunks per group
         for first in range(0, blocks, group):
             part = slice(first, min(blocks, first + group))
-            gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                 grad_out[:, part], q_chunks[:, part], k_win[:, part], v_win[:, part], out[:, part],
                 lse[:, part], 0.0, False, attn_mask=_additive(allowed[..., part, :, :], q_chunks.dtype),
                 scale=ctx.scale)  # (B', G, c, D), (B', G, span, D), (B', G, span, Dv)
-            grad_q[:, part] = gq
+            if needs_q:
+                grad_q[:, part] = grads[0]
             rows = slice(first * chunk, (part.stop - 1) * chunk + span)  # the padded key rows they read
-            for grad, g in ((grad_k, gk), (grad_v, gv)):  # sum the overlapping windows' gradients
+            for slot, grad in sums.items():  # sum the overlapping windows' gradients
+                g = grads[slot]
                 grad[:, rows] += torch.ops.aten.unfold_backward(
                     g.transpose(-2, -1), (g.size(0), rows.stop - rows.start, g.size(-1)), 1, span, chunk)
         keys = slice(ctx.window - 1, ctx.window - 1 + ctx.lk)  # drop the padding rows' gradients
-        return grad_q, grad_k[:, keys], grad_v[:, keys], None, None, None
+        grad_k, grad_v = (sums[slot][:, keys] if slot in sums else None for slot in (1, 2))
+        return grad_q, grad_k, grad_v, None, None, None
+
+
+CPU_FLASH_OPS = ("_scaled_dot_product_flash_attention_for_cpu",
+                 "_scaled_dot_product_flash_attention_for_cpu_backward")  # private ops: see _has_cpu_flash_ops
+
+
+def _has_cpu_flash_ops(ops=None) -> bool:
+    """Whether this torch has the CPU flash forward *and* backward ops, both taking ``attn_mask``. They are
+    private (``torch.ops.aten``): pyproject allows torch >= 2.1, and the CPU kernel learned masks later.
+    ``ops`` defaults to ``torch.ops.aten`` (the tests pass stand-ins)."""
+    ops = torch.ops.aten if ops is None else ops
+    try:
+        return all("attn_mask" in str(getattr(ops, name).default._schema) for name in CPU_FLASH_OPS)
+    except (AttributeError, RuntimeError):  # an op (or its default overload) missing: no direct path
+        return False
+
+
+_CPU_FLASH_OPS_OK = None  # ``_has_cpu_flash_ops()``, looked up once on first use
+
+
+def _cpu_flash_ops_ok() -> bool:
+    global _CPU_FLASH_OPS_OK
+    if _CPU_FLASH_OPS_OK is None:
+        _CPU_FLASH_OPS_OK = _has_cpu_flash_ops()
+    return _CPU_FLASH_OPS_OK
 
 
 def _use_cpu_flash(q: torch.Tensor, v: torch.Tensor) -> bool:
     """The CPU's flash kernel called directly (``_FlashChunksCPU``): only where SDPA itself would pick it
-    (flash switched on, D = Dv); elsewhere SDPA chooses its kernel, math fallback included."""
+    (flash switched on, D = Dv) and where this torch has both private ops with masks
+    (``_has_cpu_flash_ops``); elsewhere SDPA chooses its kernel, math fallback included."""
     return (q.device.type == "cpu" and torch.backends.cuda.flash_sdp_enabled() and q.size(-1) == v.size(-1)
-            and q.dtype in SDPA_DTYPES and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+            and q.dtype in SDPA_DTYPES and _cpu_flash_ops_ok())
 
 
 def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
@@ -490,15 +534,36 @@ def _flex_module():
     return flex_attention
 
 
-def _flex_function():
+_flex_layouts = set()  # the input layouts the compiled flex_attention has seen (one compile each)
+_flex_warned = False
+
+
+def _recompile_limit() -> int:
+    import torch._dynamo  # loaded by torch.compile anyway
+
+    config = torch._dynamo.config
+    return getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8))  # renamed in 2.6
+
+
+def _flex_function(layout=None):
     """flex_attention, compiled once per process when ``FLEX_COMPILE`` (uncompiled it materialises the
-    whole score matrix: right answers, no speed)."""
-    global _flex_compiled
+    whole score matrix: right answers, no speed). ``dynamic=False`` compiles again for every new input
+    layout (shapes, dtype, device: ``layout``); past dynamo's recompile limit (8 by default) torch runs the
+    *uncompiled* flex_attention from then on, silently: warn once when the layouts seen pass the limit."""
+    global _flex_compiled, _flex_warned
     flex_attention = _flex_module().flex_attention
     if not FLEX_COMPILE:
         return flex_attention
     if _flex_compiled is None:
         _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    _flex_layouts.add(layout)
+    if not _flex_warned and len(_flex_layouts) > _recompile_limit():
+        _flex_warned = True
+        warnings.warn(f"impl='flex' has now been called with {len(_flex_layouts)} different shapes: past "
+                      f"torch._dynamo's recompile limit ({_recompile_limit()}) the compiled FlexAttention "
+                      f"falls back to the uncompiled one, which builds the whole (Lq, Lk) score matrix. Pad "
+                      f"to a few fixed lengths, or raise torch._dynamo.config.recompile_limit",
+                      RuntimeWarning, stacklevel=4)
     return _flex_compiled
 
 
@@ -536,13 +601,17 @@ def _flex(q, k, v, window, causal, mask, scale):
     def four_d(x):  # (..., L, size) -> (B, H, L, size)
         return x.expand(*lead, *x.shape[-2:]).reshape(*lead4, *x.shape[-2:])
 
+    batch = heads = None  # None: the block mask broadcasts over that dimension
     if mask is None:
         block_mask = _window_block_mask(lq, lk, window, causal, str(q.device))
-    else:
+    else:  # rebuilt every call, O(B·H·Lq·Lk): only over the dimensions where the mask really varies
         mask4 = four_d(mask[(None,) * max(0, 2 - mask.dim())].expand(*lead, lq, lk))  # (B, H, Lq, Lk) view
-        block_mask = flex.create_block_mask(_window_mod(window, causal, mask4), *lead4, lq, lk,
+        batch, heads = (n if n > 1 and mask4.stride(d) else None for d, n in enumerate(lead4))
+        block_mask = flex.create_block_mask(_window_mod(window, causal, mask4), batch, heads, lq, lk,
                                             device=q.device)
-    context = _flex_function()(four_d(q), four_d(k), four_d(v), block_mask=block_mask, scale=scale)
+    q4, k4, v4 = four_d(q), four_d(k), four_d(v)
+    layout = (q4.shape, k4.shape, v4.shape, q.dtype, str(q.device), mask is None, batch is None, heads is None)
+    context = _flex_function(layout)(q4, k4, v4, block_mask=block_mask, scale=scale)
     return context.reshape(*lead, lq, v.size(-1))  # (..., Lq, Dv); a row with no key is 0 in flex
 
 

@@ -103,7 +103,13 @@ def _import_triton():
 def _interpreting() -> bool:
     """Does Triton run kernels in its interpreter (TRITON_INTERPRET=1)? Triton reads the variable when it is
     first imported: its own library functions (tl.max, tl.sum, ...) are compiled or interpreted from then on,
-    so setting or clearing it later cannot work and is refused with an explanation."""
+    so setting or clearing it later cannot work and is refused with an explanation.
+
+    Triton-internal plumbing (checked against Triton 3.9 only): there is no public "am I interpreted?" flag
+    frozen at import, so we look at how Triton built its own library: under the interpreter tl.max is a plain
+    Python function, compiled it is a ``triton.runtime.JITFunction``. If a later Triton wraps tl.max
+    differently, or renames ``triton.knobs.runtime.interpret``, this check raises (a spurious "set it before
+    import" error, or an AttributeError) on every call: fix this function, the kernel itself is unaffected."""
     interpreted = not isinstance(tl.max, triton.runtime.JITFunction)
     if interpreted != bool(triton.knobs.runtime.interpret):
         now = "set" if triton.knobs.runtime.interpret else "not set"
@@ -126,6 +132,12 @@ def _kernel():
         if _interpreting():
             # The interpreter re-runs the kernel's source as Python and adds dozens of its own names to the
             # kernel's globals: hand it a private namespace holding what the kernel reads, not this module's.
+            # Triton-internal plumbing (Triton 3.9): we rebuild the function around that namespace, relying on
+            # the interpreter exec'ing the rewritten source (found through fn.__code__) in fn.__globals__, and
+            # on it finding triton.language as a module there (it asserts so). If that changes, the symptom is
+            # a NameError or that assertion inside the kernel, or this module's globals gaining Triton's names;
+            # the fix is to add the missing name to `namespace` or to drop the rebuild. The compiled (GPU)
+            # path does not take this branch.
             namespace = {"__name__": __name__, "triton": triton, "tl": tl}
             fn = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__)
         _KERNEL = triton.jit(fn)
@@ -134,8 +146,12 @@ def _kernel():
 
 # --- the kernel ------------------------------------------------------------------------------------------
 #
-# One program computes one block of BLOCK_M query rows of one (batch, head) pair: the grid is
-# (number of query blocks, B·H). Inside, the program walks over the key blocks its queries can see and keeps
+# One program computes one block of BLOCK_M query rows of one (batch, head) pair. The grid is one-dimensional,
+# B·H · (number of query blocks) programs, numbered so that the query blocks of one head come one after the
+# other: the GPU starts programs roughly in that order, so the programs running together mostly share a head
+# and its K and V tiles are read from memory once and then hit the L2 cache. (A 2-D grid (query blocks, B·H)
+# would do the same but caps B·H at 65535, CUDA's limit on the grid's 2nd and 3rd axes; the 1st axis allows
+# 2^31 - 1.) Inside, the program walks over the key blocks its queries can see and keeps
 # the online-softmax state (m, l, acc) for its BLOCK_M rows. Arguments in CAPITALS marked tl.constexpr are
 # compile-time constants: Triton compiles one version of the kernel per combination of them, so the
 # `if CAUSAL:` tests below cost nothing at run time. The tensors arrive as plain pointers to contiguous
@@ -155,8 +171,10 @@ def _flash_forward_kernel(
     DOT_PRECISION: tl.constexpr,    # "ieee" for float32 inputs (no TF32 rounding), None (default) otherwise
 ):
     # --- which tile am I? -----------------------------------------------------------------------------
-    start_m = tl.program_id(0) * BLOCK_M                 # first query row of this program
-    head = tl.program_id(1).to(tl.int64)                  # which of the B·H (batch, head) pairs; int64 so
+    program = tl.program_id(0)                            # 0 .. B·H · query blocks - 1
+    query_blocks = tl.cdiv(seq_len, BLOCK_M)
+    start_m = (program % query_blocks) * BLOCK_M          # first query row of this program
+    head = (program // query_blocks).to(tl.int64)         # which of the B·H (batch, head) pairs; int64 so
     base = head * seq_len * HEAD_DIM                      # that the offset cannot overflow on big tensors
 
     offs_m = start_m + tl.arange(0, BLOCK_M)              # (BLOCK_M,) query positions i
@@ -242,7 +260,8 @@ def _flash_forward_kernel(
 
 # --- block sizes ----------------------------------------------------------------------------------------------
 
-def _launch_config(d: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int, int, int]:
+def _launch_config(d: int, dtype: torch.dtype, device: torch.device, block_m: int | None = None,
+                   block_n: int | None = None) -> tuple[int, int, int, int]:
     """(block_m, block_n, num_warps, num_stages) for the GPU; what FlashAttention-2-style kernels use.
 
     - BLOCK_M = 128 queries per program: the Q tile is loaded once and reused against every key block, so
@@ -252,27 +271,54 @@ def _launch_config(d: int, dtype: torch.dtype, device: torch.device) -> tuple[in
     - num_warps = 8 (256 threads) for D = 128 so each thread holds a manageable share of acc; 4 for D <= 64.
     - num_stages = 3: Triton software-pipelines the loop, loading the next K and V tiles while the current
       ones are multiplied; each stage is a copy of the K and V tiles in shared memory.
-    Shared memory needed ≈ (BLOCK_M·D + num_stages·2·BLOCK_N·D) elements; Hopper (H100) and A100 have 164 KB
-    or more, consumer Ampere/Ada (RTX 30xx/40xx, L4) about 100 KB, Turing (T4) 64 KB: stages, then block
-    sizes, shrink until the tiles fit. float32 (for checking) uses smaller tiles: its elements are twice the
-    size and IEEE float32 matmuls do not use the tensor cores.
+    - float32 (for checking) uses (64, 32) tiles: its elements are twice the size and IEEE float32 matmuls
+      do not use the tensor cores. It also gets 8 warps from D = 64 on: its matmuls run on the ordinary FMA
+      units, whose register layout needs more registers per element, and on 4 warps ptxas spilled registers
+      to memory (sm_80, Triton 3.9: about 0.7 KB per thread at D = 64, 18 KB at D = 128; 8 warps: none at
+      D = 64, 0.2 KB at D = 128). 8 warps rather than BLOCK_M = 32 because halving the tile spilled more.
+    Tiles (and stages) shrink until the shared memory of ``_shared_memory_needed`` fits the GPU: Hopper (H100)
+    and A100 have 164 KB or more, consumer Ampere/Ada (RTX 30xx/40xx, L4) about 100 KB, Turing (T4) 64 KB.
+    Block sizes you give are checked (powers of two, 16 to 256) and kept: only the stages and the sizes you
+    left as None shrink; if they still do not fit, a ValueError says so.
     """
-    block_m, block_n = (128, 64) if dtype != torch.float32 else (64, 32)
-    num_warps = 8 if d >= 128 and dtype != torch.float32 else 4
+    user_m = block_m is not None
+    user_n = block_n is not None
+    block_m = _check_block("block_m", block_m) if user_m else (128 if dtype != torch.float32 else 64)
+    block_n = _check_block("block_n", block_n) if user_n else (64 if dtype != torch.float32 else 32)
+    num_warps = 8 if d >= 128 or (dtype == torch.float32 and d >= 64) else 4
     num_stages = 3
     budget = _shared_memory(device)
     size = torch.finfo(dtype).bits // 8
 
     def needed():
-        return (block_m * d + num_stages * 2 * block_n * d) * size + 8 * 1024  # + room for the compiler
+        return _shared_memory_needed(block_m, block_n, d, size, num_stages)
 
     while needed() > budget and num_stages > 2:
         num_stages -= 1
-    while needed() > budget and block_n > 16:
+    while needed() > budget and not user_n and block_n > 16:
         block_n //= 2
-    while needed() > budget and block_m > 16:
+    while needed() > budget and not user_m and block_m > 16:
         block_m //= 2
+    if needed() > budget:
+        raise ValueError(f"block_m={block_m}, block_n={block_n} need about {needed() // 1024} KB of shared "
+                         f"memory for D = {d} in {str(dtype).removeprefix('torch.')}, and this GPU allows "
+                         f"{budget // 1024} KB per program: use smaller blocks, or leave block_m and block_n "
+                         f"as None to let the kernel pick them")
     return block_m, block_n, num_warps, num_stages
+
+
+def _shared_memory_needed(block_m: int, block_n: int, d: int, size: int, num_stages: int) -> int:
+    """Bytes of shared memory the compiled kernel is expected to use, a slight over-estimate.
+
+    Triton's pipeliner keeps num_stages - 1 copies of the K and V tiles (BLOCK_N·D each) in flight in shared
+    memory; the copy being multiplied is in registers. The Q tile (BLOCK_M·D) usually stays in registers but
+    goes through shared memory for float32 (FMA matmuls) and on Hopper for large BLOCK_M (wgmma reads it
+    there), so it is counted; p (BLOCK_M·BLOCK_N) changes register layout through shared memory before the
+    second matmul. Plus 8 KB of room for the compiler's scratch. Checked against what Triton 3.9 allocates
+    for sm_80 and sm_90 (compiled ahead of time): from that figure to about 2x above it, never below.
+    """
+    elements = block_m * d + (num_stages - 1) * 2 * block_n * d + block_m * block_n
+    return elements * size + 8 * 1024
 
 
 def _shared_memory(device: torch.device) -> int:
@@ -309,7 +355,7 @@ def _check_inputs(q, k, v):
 
 
 def _check_block(name: str, value) -> int:
-    _checks.number(name, value, integer=True, minimum=16, strict=False)
+    value = _checks.number(name, value, integer=True, minimum=16, strict=False)
     if value > 256 or value & (value - 1):
         raise ValueError(f"{name} must be a power of two between 16 and 256 (tl.dot works on tiles of at "
                          f"least 16), got {value}")
@@ -344,7 +390,8 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     j <= i. window: None for no window, else w >= 1: query i sees key j only if |i - j| < w (as
     ``masking.window_mask``; w = 1 is "only yourself"); key blocks outside the window are skipped. scale:
     None for 1/√D. block_m, block_n: queries per program and keys per loop step (powers of two, 16 to 256);
-    None picks them for the GPU (see ``_launch_config``). Returns the context (B, H, L, D) in the inputs'
+    None picks them for the GPU (see ``_launch_config``); sizes you give must fit the GPU's shared memory
+    (ValueError if not). Returns the context (B, H, L, D) in the inputs'
     dtype. Forward only: no gradients (use SDPA or ``sliding_window_attention(impl="blocked")`` to train).
     Agrees with ``reference`` up to rounding.
     """
@@ -358,27 +405,32 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     scale = 1.0 / math.sqrt(d) if scale is None else _checks.positive("scale", scale)
     _check_device(q)
 
+    block_m, block_n, num_warps, num_stages = _launch_config(d, q.dtype, q.device, block_m, block_n)
+
     batch, heads, seq_len, _ = q.shape
     out = torch.empty_like(q, memory_format=torch.contiguous_format)  # (B, H, L, D)
     if out.numel() == 0:
         return out
 
-    default_m, default_n, num_warps, num_stages = _launch_config(d, q.dtype, q.device)
-    block_m = default_m if block_m is None else _check_block("block_m", block_m)
-    block_n = default_n if block_n is None else _check_block("block_n", block_n)
     # A window wider than the sequence is no window: compile the plain version (no mask when L fits).
     has_window = window is not None and window < seq_len
     masked = causal or has_window or seq_len % block_n != 0
 
     # The kernel reads rows of D contiguous numbers: (B, H, L, D) -> contiguous memory = (B·H, L, D).
     q, k, v = (x.contiguous() for x in (q, k, v))
-    grid = (triton.cdiv(seq_len, block_m), batch * heads)  # (query blocks, B·H): one program per tile
-    _kernel()[grid](
-        q, k, v, out, seq_len, window if has_window else seq_len, scale * math.log2(math.e),
-        HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal, HAS_WINDOW=has_window, MASKED=masked,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else None,
-        num_warps=num_warps, num_stages=num_stages,
-    )
+    # One program per (head, query block), flattened into one axis (see the comment above the kernel).
+    grid = (batch * heads * triton.cdiv(seq_len, block_m),)
+    try:
+        _kernel()[grid](
+            q, k, v, out, seq_len, window if has_window else seq_len, scale * math.log2(math.e),
+            HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal, HAS_WINDOW=has_window,
+            MASKED=masked, DOT_PRECISION="ieee" if q.dtype == torch.float32 else None,
+            num_warps=num_warps, num_stages=num_stages,
+        )
+    except triton.runtime.errors.OutOfResources as error:  # our estimate was too low for this compiler/GPU
+        raise RuntimeError(f"the compiled kernel does not fit this GPU ({error}) with block_m={block_m}, "
+                           f"block_n={block_n}, num_stages={num_stages}, D = {d}, {q.dtype}: pass smaller "
+                           f"block_m and block_n (e.g. half of these)") from error
     return out
 
 

@@ -631,3 +631,154 @@ def test_blocked_never_copies_the_keys_per_chunk(monkeypatch, path, causal):
     assert forward.largest <= bound < per_chunk_copies // 4
     if path == "cpu flash":
         assert backward.largest <= bound
+
+
+# --- edge cases and guards of the fast paths ------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", local.ALL_IMPLS)
+@pytest.mark.parametrize(("lq", "lk"), [(0, 5), (5, 0), (0, 0)])
+def test_no_query_or_no_key_gives_an_empty_or_zero_context_in_every_impl(impl, lq, lk):
+    """Lk = 0: every query has nothing to attend, a zero context (as a fully masked row); Lq = 0: nothing."""
+    gen = torch.Generator().manual_seed(13)
+    dtype = F64 if impl in ("reference", "banded", "blocked") else torch.float32
+    grad = impl != "flex"  # flex has no CPU backward
+    q, k, v = qkv(gen, (2, 3), lq, lk, d=8, dv=5, dtype=dtype, requires_grad=grad)
+    for mask in (None, torch.ones(lq, lk, dtype=torch.bool)):
+        context = local.sliding_window_attention(q, k, v, 3, causal=True, mask=mask, impl=impl)
+        assert context.shape == (2, 3, lq, 5) and context.dtype == dtype
+        assert torch.all(context == 0)
+    if grad:  # still part of the graph: a loss through it backpropagates (zeros)
+        context.sum().backward()
+        assert all(x.grad.shape == x.shape and torch.all(x.grad == 0) for x in (q, k, v))
+    if impl in local.IMPLS:
+        _, weights = local.sliding_window_attention(q, k, v, 3, impl=impl, return_weights=True)
+        assert weights.shape == (2, 3, lq, lk)
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_cpu_backward_in_half_precision_matches_the_sdpa_path(monkeypatch, dtype, atol, causal):
+    """_FlashChunksCPU in fp16/bf16, forward and backward, against the plain SDPA call on the same windows
+    (and both against the float64 reference, loosely)."""
+    monkeypatch.setattr(local, "BLOCKED_CHUNK", 4)
+    monkeypatch.setattr(local, "BACKWARD_KEY_ROWS", 24)
+    gen = torch.Generator().manual_seed(14)
+    q, k, v = qkv(gen, (2, 3), 37, 37, d=8, dv=8, dtype=torch.float32)
+    mask = padding_mask(torch.tensor([0, 30]), 37)[:, None]
+    results = []
+    for use_flash, kind in ((True, dtype), (False, dtype), (False, F64)):
+        monkeypatch.setattr(local, "_use_cpu_flash", lambda q, v, on=use_flash: on)
+        inputs = [x.detach().to(kind).requires_grad_() for x in (q, k, v)]
+        context = local.sliding_window_attention(*inputs, 5, causal=causal, mask=mask,
+                                                 impl="blocked" if kind != F64 else "reference")
+        probe = torch.linspace(-1, 1, context.numel(), dtype=kind).view_as(context)
+        (context * probe).sum().backward()
+        results.append([x.double() for x in (context, *(x.grad for x in inputs))])
+        assert context.dtype == kind and inputs[0].grad.dtype == kind
+    for name, flash, sdpa, reference in zip(("context", "dq", "dk", "dv"), *results):
+        torch.testing.assert_close(flash, sdpa, atol=atol, rtol=1e-2, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(flash, reference, atol=atol, rtol=1e-2, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("needed", [(True, False, False), (False, True, False), (False, False, True),
+                                    (False, True, True)])
+def test_blocked_cpu_backward_computes_only_the_gradients_asked_for(monkeypatch, needed):
+    monkeypatch.setattr(local, "BLOCKED_CHUNK", 4)
+    gen = torch.Generator().manual_seed(15)
+    q, k, v = qkv(gen, (2,), 13, 13, d=8, dv=8)
+    results = []
+    for impl in ("blocked", "reference"):
+        inputs = [x.detach().clone().requires_grad_(n) for x, n in zip((q, k, v), needed)]
+        local.sliding_window_attention(*inputs, 4, impl=impl).square().sum().backward()
+        results.append([x.grad for x in inputs])
+    for fast, ref, n in zip(*results, needed):
+        assert (fast is None) == (not n)
+        if n:
+            torch.testing.assert_close(fast, ref, atol=1e-10, rtol=1e-7)
+
+
+def test_blocked_cpu_backward_cannot_be_differentiated_again():
+    gen = torch.Generator().manual_seed(16)
+    q, k, v = qkv(gen, (2,), 9, 9, d=8, dv=8, requires_grad=True)
+    assert local._use_cpu_flash(q, v)
+    context = local.sliding_window_attention(q, k, v, 3, impl="blocked")
+    (grad_q,) = torch.autograd.grad(context.square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_q.sum().backward()
+
+
+def test_cpu_flash_needs_both_private_ops_with_masks(monkeypatch):
+    from types import SimpleNamespace
+
+    def op(schema):
+        return SimpleNamespace(default=SimpleNamespace(_schema=schema))
+
+    forward, backward = local.CPU_FLASH_OPS
+    with_mask = "aten::op(Tensor query, *, Tensor? attn_mask=None, float? scale=None)"
+    without_mask = "aten::op(Tensor query, *, float? scale=None)"
+    assert local._has_cpu_flash_ops()  # this torch (see pyproject: >= 2.1, so not every torch)
+    assert local._has_cpu_flash_ops(SimpleNamespace(**{forward: op(with_mask), backward: op(with_mask)}))
+    assert not local._has_cpu_flash_ops(SimpleNamespace(**{forward: op(with_mask)}))  # no backward
+    assert not local._has_cpu_flash_ops(SimpleNamespace(**{forward: op(with_mask), backward: op(without_mask)}))
+    assert not local._has_cpu_flash_ops(SimpleNamespace(**{forward: op(without_mask), backward: op(with_mask)}))
+
+
+def test_blocked_falls_back_to_plain_sdpa_without_the_cpu_flash_ops(monkeypatch):
+    gen = torch.Generator().manual_seed(17)
+    q, k, v = qkv(gen, (2, 2), 21, 21, d=8, dv=8, dtype=torch.float32)
+    mask = random_mask((2, 1, 21, 21), gen)
+    expected = local.sliding_window_attention(q, k, v, 4, mask=mask, impl="blocked")
+    monkeypatch.setattr(local, "CPU_FLASH_OPS", (local.CPU_FLASH_OPS[0], "_no_such_backward_op"))
+    monkeypatch.setattr(local, "_CPU_FLASH_OPS_OK", None)  # look again, at the patched names
+
+    def never(*args):
+        raise AssertionError("_FlashChunksCPU must not run without its backward op")
+
+    monkeypatch.setattr(local._FlashChunksCPU, "apply", never)
+    assert not local._use_cpu_flash(q, v)
+    got = local.sliding_window_attention(q, k, v, 4, mask=mask, impl="blocked")
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    _fast_parity("blocked", q, k, v, 4, False, mask, atol=1e-5)  # and its gradients, via SDPA's
+
+
+@pytest.mark.parametrize(("mask_shape", "expected"), [
+    ((2, 1, 6, 6), (2, None)),  # a padding-like mask: one per batch entry, the same for every head
+    ((1, 3, 6, 6), (None, 3)),
+    ((6, 6), (None, None)),
+    ((2, 3, 6, 6), (2, 3)),
+])
+def test_flex_builds_its_block_mask_only_over_the_dimensions_the_mask_varies(eager_flex, monkeypatch,
+                                                                              mask_shape, expected):
+    flex = local._flex_module()
+    calls = []
+    real = flex.create_block_mask
+
+    def spy(mask_mod, B, H, *args, **kwargs):
+        calls.append((B, H))
+        return real(mask_mod, B, H, *args, **kwargs)
+
+    monkeypatch.setattr(flex, "create_block_mask", spy)
+    gen = torch.Generator().manual_seed(18)
+    q, k, v = qkv(gen, (2, 3), 6, 6, d=8, dv=8, dtype=torch.float32)
+    mask = random_mask(mask_shape, gen)
+    with torch.no_grad():
+        _fast_parity("flex", q, k, v, 2, False, mask, atol=1e-5, backward=False)
+    assert calls == [expected]
+
+
+def test_flex_warns_once_when_the_shapes_pass_the_recompile_limit(eager_flex, monkeypatch):
+    """Past dynamo's recompile limit the compiled flex silently runs uncompiled: say so (no compile here:
+    the 'compiled' function is the eager one)."""
+    monkeypatch.setattr(local, "FLEX_COMPILE", True)
+    monkeypatch.setattr(local, "_flex_compiled", local._flex_module().flex_attention)
+    monkeypatch.setattr(local, "_flex_layouts", set())
+    monkeypatch.setattr(local, "_flex_warned", False)
+    monkeypatch.setattr(local, "_recompile_limit", lambda: 2)
+    import warnings
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in (4, 4, 5, 6, 7, 8):
+            local.sliding_window_attention(*(torch.randn(1, n, 8),) * 3, 2, impl="flex")
+    ours = [w for w in caught if "recompile limit" in str(w.message)]
+    assert len(ours) == 1 and "different shapes" in str(ours[0].message)
+    assert ours[0].filename == __file__  # points at the caller

@@ -71,6 +71,81 @@ def test_module_imports_and_explains_without_triton(monkeypatch):
     assert reference(q, k, v).shape == (1, 1, 4, 16)
 
 
+# --- the launch configuration (plain Python: no Triton, no GPU) -----------------------------------------------
+
+KB = 1024
+H100, A100, RTX, T4 = 227 * KB, 163 * KB, 99 * KB, 64 * KB  # shared memory one program may use
+CUDA_DEVICE = torch.device("cuda")
+
+
+def config(monkeypatch, budget, d, dtype, block_m=None, block_n=None):
+    monkeypatch.setattr(triton_attention, "_shared_memory", lambda device: budget)
+    return triton_attention._launch_config(d, dtype, CUDA_DEVICE, block_m, block_n)
+
+
+@pytest.mark.parametrize(("budget", "expected"), [
+    (H100, (128, 64, 8, 3)), (A100, (128, 64, 8, 3)),
+    (RTX, (128, 64, 8, 2)),  # the tiles stay: only a stage goes (the old estimate halved block_n here)
+    (T4, (128, 32, 8, 2)),
+])
+def test_launch_config_float16_d128(monkeypatch, budget, expected):
+    assert config(monkeypatch, budget, 128, torch.float16) == expected
+    assert config(monkeypatch, budget, 128, torch.bfloat16) == expected
+
+
+@pytest.mark.parametrize(("budget", "d", "expected"), [
+    (A100, 128, (64, 32, 8, 3)), (RTX, 128, (64, 32, 8, 2)), (T4, 128, (64, 16, 8, 2)),
+    (A100, 64, (64, 32, 8, 3)),  # 8 warps from D = 64 on: 4 spilled registers
+    (A100, 32, (64, 32, 4, 3)),
+])
+def test_launch_config_float32(monkeypatch, budget, d, expected):
+    assert config(monkeypatch, budget, d, torch.float32) == expected
+
+
+def test_launch_config_keeps_your_block_sizes_if_they_fit(monkeypatch):
+    assert config(monkeypatch, RTX, 128, torch.float16, 128, 16) == (128, 16, 8, 3)
+    assert config(monkeypatch, RTX, 128, torch.float16, 64, 64) == (64, 64, 8, 3)
+    # only the size left as None shrinks
+    assert config(monkeypatch, T4, 128, torch.float16, block_m=128) == (128, 32, 8, 2)
+    assert config(monkeypatch, T4, 128, torch.float16, block_n=64) == (64, 64, 8, 2)
+
+
+def test_launch_config_refuses_block_sizes_that_cannot_fit(monkeypatch):
+    with pytest.raises(ValueError, match=r"block_m=256, block_n=128 need about \d+ KB .* allows 99 KB.*None"):
+        config(monkeypatch, RTX, 128, torch.float16, 256, 128)
+    with pytest.raises(ValueError, match=r"block_n=64 need about"):
+        config(monkeypatch, T4, 128, torch.float32, block_n=64)  # block_m shrinks to 16, still too big
+
+
+@pytest.mark.parametrize(("block_m", "block_n", "message"), [
+    (24, None, "block_m must be a power of two between 16 and 256"),
+    (None, 8, "block_n must be >= 16"),
+    (512, None, "block_m must be a power of two"),
+    (None, 32.0, "block_n must be a whole number"),
+])
+def test_launch_config_checks_your_block_sizes(monkeypatch, block_m, block_n, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        config(monkeypatch, H100, 64, torch.float16, block_m, block_n)
+
+
+# Shared memory Triton 3.9 allocated for the kernel, compiled ahead of time for sm_80 / sm_90 with its bundled
+# ptxas: (bytes per element, BLOCK_M, BLOCK_N, D, num_stages, bytes). The estimate must never be below
+# (it is 1.0x to 3.6x above: generous for unusual tiles, close for the defaults).
+MEASURED_SHARED = [
+    (2, 128, 64, 128, 3, 65536), (2, 128, 64, 128, 2, 49152), (2, 128, 64, 64, 3, 24576),
+    (2, 256, 16, 128, 3, 73728), (2, 64, 128, 128, 3, 81920), (2, 16, 128, 128, 3, 40960),
+    (4, 64, 32, 128, 3, 106496), (4, 32, 32, 128, 3, 86016), (4, 64, 32, 64, 3, 57600),
+    (4, 32, 32, 64, 3, 45184), (4, 128, 16, 128, 3, 107008), (4, 64, 16, 128, 3, 69888),
+    (4, 32, 16, 128, 3, 51328),
+]
+
+
+@pytest.mark.parametrize(("size", "block_m", "block_n", "d", "stages", "measured"), MEASURED_SHARED)
+def test_shared_memory_estimate_is_conservative(size, block_m, block_n, d, stages, measured):
+    estimate = triton_attention._shared_memory_needed(block_m, block_n, d, size, stages)
+    assert estimate >= measured
+
+
 # --- correctness under the interpreter (CPU, small sizes, float32) --------------------------------------------
 
 MASKS = [(False, None), (True, None), (False, 1), (True, 1), (False, 3), (True, 3), (False, 64), (True, 100)]
@@ -127,11 +202,12 @@ def test_key_blocks_outside_the_band_are_never_read(interpreter):
     torch.testing.assert_close(out[..., :32, :], reference(q, k, clean, True, None)[..., :32, :], rtol=0, atol=1e-4)
 
 
-def test_float16_under_the_interpreter(interpreter):
+@pytest.mark.parametrize(("causal", "window"), [(False, None), (True, None), (False, 3), (True, 5)])
+def test_float16_under_the_interpreter(interpreter, causal, window):
     q, k, v = qkv(5, 1, 2, 33, 32, dtype=torch.float16)
-    out = flash_attention_forward(q, k, v, causal=True, window=5, block_m=16, block_n=16)
+    out = flash_attention_forward(q, k, v, causal=causal, window=window, block_m=16, block_n=16)
     assert out.dtype == torch.float16
-    expected = reference(q.double(), k.double(), v.double(), True, 5)
+    expected = reference(q.double(), k.double(), v.double(), causal, window)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=5e-3)
 
 
@@ -180,6 +256,18 @@ def test_bfloat16_is_refused_by_the_interpreter(interpreter):
     q, k, v = qkv(9, 1, 1, 5, 16, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="interpreter multiplies bfloat16"):
         flash_attention_forward(q, k, v)
+
+
+def test_out_of_resources_is_explained(interpreter, monkeypatch):
+    """If the compiler needs more shared memory than the estimate said, the error says what to change."""
+    def launch(*args, **kwargs):
+        raise interpreter.runtime.errors.OutOfResources(120 * KB, 99 * KB, "shared memory")
+
+    monkeypatch.setattr(triton_attention, "_kernel", lambda: {(4,): launch})  # grid: 1 · 2 heads · 2 blocks
+    q, k, v = qkv(7, 1, 2, 20, 16)
+    with pytest.raises(RuntimeError, match=r"does not fit this GPU \(out of resource: shared memory.*"
+                                           r"block_m=16, block_n=16.*pass smaller block_m and block_n"):
+        flash_attention_forward(q, k, v, block_m=16, block_n=16)
 
 
 @pytest.mark.skipif(INTERPRETED, reason="the ordinary run's check")
@@ -240,16 +328,28 @@ def test_matches_sdpa_on_the_gpu(dtype, d, length, causal, window):
     torch.testing.assert_close(out.float(), sdpa(q, k, v, causal, window).float(), rtol=0, atol=ATOL[dtype])
 
 
+@pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize(("causal", "window"), [(False, None), (True, 33)])
 @pytest.mark.usefixtures("triton")
 @pytest.mark.gpu
 @on_gpu
-def test_float32_on_the_gpu_is_exact(causal, window):
+def test_float32_on_the_gpu_is_exact(causal, window, d):
     """float32 runs its matmuls in IEEE float32 (no TF32): close to a float64 reference."""
-    q, k, v = qkv(12, 1, 2, 300, 64, device="cuda")
+    q, k, v = qkv(12, 1, 2, 300, d, device="cuda")
     out = flash_attention_forward(q, k, v, causal=causal, window=window)
     expected = reference(q.double(), k.double(), v.double(), causal, window)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.usefixtures("triton")
+@pytest.mark.gpu
+@on_gpu
+def test_more_than_65535_heads_on_the_gpu(causal):
+    """B·H = 66000 (batch · heads) programs' worth of heads: more than CUDA allows on a grid's 2nd axis."""
+    q, k, v = qkv(14, 2, 33_000, 20, 16, dtype=torch.float16, device="cuda")
+    out = flash_attention_forward(q, k, v, causal=causal)
+    torch.testing.assert_close(out.float(), sdpa(q, k, v, causal, None).float(), rtol=0, atol=ATOL[torch.float16])
 
 
 @pytest.mark.slow

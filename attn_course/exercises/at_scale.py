@@ -57,8 +57,8 @@ def _state(gen, lead, lq, dv, dtype, shift=0.0):
     return m, ell, acc
 
 
-def _step_case(gen, label, lead, lq, bk, dv, dtype=torch.float32, first=False, shift=0.0):
-    m, ell, acc = _state(gen, lead, lq, dv, dtype)
+def _step_case(gen, label, lead, lq, bk, dv, dtype=torch.float32, first=False, shift=0.0, state_shift=0.0):
+    m, ell, acc = _state(gen, lead, lq, dv, dtype, state_shift)
     if first:
         m, ell, acc = torch.full_like(m, -math.inf), torch.zeros_like(ell), torch.zeros_like(acc)
     scores = randn(gen, *lead, lq, bk, dtype=dtype) + shift
@@ -74,6 +74,8 @@ def _step_cases(gen):
         _step_case(gen, "a tile of one key", (1,), 6, 1, 3),
         _step_case(gen, "heads: leading shape (2, 3), one query", (2, 3), 1, 4, 2),
         _step_case(gen, "scores far above the old maximum (+12)", (1,), 5, 4, 3, shift=12.0),
+        _step_case(gen, "large scores and maximum, around +100 (exp overflows float32 past 88)", (1,), 4, 5, 3,
+                   shift=100.0, state_shift=100.0),
     ]
 
 
@@ -90,6 +92,25 @@ def _step(rescale_l=True, rescale_acc=True, sign=1.0, running_max=True, tile_max
         return m_new, ell_new, acc_new
     return variant
 
+
+def _step_unshifted_p(m, ell, acc, scores, values):
+    m_new = torch.maximum(m, scores.amax(dim=-1))
+    p = torch.exp(scores) / torch.exp(m_new)[..., None]  # inf / inf = NaN once a score passes ~88
+    alpha = torch.exp(m - m_new)
+    return m_new, alpha * ell + p.sum(dim=-1), alpha[..., None] * acc + p @ values
+
+
+def _step_unshifted_alpha(m, ell, acc, scores, values):
+    m_new = torch.maximum(m, scores.amax(dim=-1))
+    p = torch.exp(scores - m_new[..., None])
+    alpha = torch.exp(m) / torch.exp(m_new)
+    return m_new, alpha * ell + p.sum(dim=-1), alpha[..., None] * acc + p @ values
+
+
+OVERFLOW = "exp of the raw scores/maxima overflows: subtract the maximum before exp"
+OVERFLOW_HINT = ("exp(s) / exp(m) equals exp(s - m) on paper, but in float32 exp overflows to inf past about 88 "
+                 "(inf / inf = NaN): take the difference first, exp(s - m_new) and exp(m - m_new), whose "
+                 "exponents are <= 0. That is the whole point of carrying the maximum.")
 
 RESCALE_HINT = ("ell and acc were summed relative to the old maximum m; relative to m_new every old term "
                 "exp(s - m) becomes exp(s - m_new) = exp(m - m_new) · exp(s - m): multiply both ell and acc by "
@@ -129,6 +150,7 @@ register(Exercise(
                 "keep acc un-normalised while the tiles stream in: the output is acc / ell after the last "
                 "tile. Dividing at every step mixes normalised and un-normalised terms.",
                 _step(divide=True)),
+        Mistake(OVERFLOW, OVERFLOW_HINT, _step_unshifted_p, _step_unshifted_alpha),
     ),
 ))
 
@@ -167,8 +189,8 @@ def _partial(gen, lead, lq, lk, dv, dtype, shift=0.0):
     return m, p.sum(dim=-1), p @ values
 
 
-def _merge_case(gen, label, lead, lq, lk1, lk2, dv, dtype=torch.float32, shift=0.0, empty=False):
-    first = _partial(gen, lead, lq, lk1, dv, dtype)
+def _merge_case(gen, label, lead, lq, lk1, lk2, dv, dtype=torch.float32, shift=0.0, empty=False, shift1=0.0):
+    first = _partial(gen, lead, lq, lk1, dv, dtype, shift1)
     second = _partial(gen, lead, lq, lk2, dv, dtype, shift)
     if empty:
         m, ell, acc = second
@@ -184,15 +206,22 @@ def _merge_cases(gen):
         _merge_case(gen, "parts of one key each", (3,), 2, 1, 1, 4),
         _merge_case(gen, "heads: leading shape (2, 2)", (2, 2), 3, 5, 2, 3),
         _merge_case(gen, "the second part is empty (m = -inf, ell = 0)", (1,), 4, 5, 3, 2, empty=True),
+        _merge_case(gen, "both parts' scores around +100 (exp overflows float32 past 88)", (1,), 3, 4, 5, 2,
+                    shift=101.0, shift1=100.0),
     ]
 
 
-def _merge(rescale_l=True, rescale_acc=True, sign=1.0, pick=torch.maximum):
+def _merge(rescale_l=True, rescale_acc=True, sign=1.0, pick=torch.maximum, unshifted=False, divide=False):
     def variant(m1, ell1, acc1, m2, ell2, acc2):
         m = pick(m1, m2)
-        a1, a2 = torch.exp(sign * (m1 - m)), torch.exp(sign * (m2 - m))
+        if unshifted:  # inf / inf = NaN once a maximum passes ~88
+            a1, a2 = torch.exp(m1) / torch.exp(m), torch.exp(m2) / torch.exp(m)
+        else:
+            a1, a2 = torch.exp(sign * (m1 - m)), torch.exp(sign * (m2 - m))
         ell = a1 * ell1 + a2 * ell2 if rescale_l else ell1 + ell2
         acc = a1[..., None] * acc1 + a2[..., None] * acc2 if rescale_acc else acc1 + acc2
+        if divide:
+            acc = acc / ell[..., None]
         return m, ell, acc
     return variant
 
@@ -220,6 +249,11 @@ register(Exercise(
                 "any common reference point gives the same acc / ell, but the convention (and overflow "
                 "safety: no factor above 1) is m = torch.maximum(m1, m2).",
                 _merge(pick=torch.minimum), _merge(pick=lambda m1, m2: m1)),
+        Mistake("the accumulator was divided by ell (that happens once, at the end)",
+                "return the merged state un-normalised, like its parts, so that it can be merged again or "
+                "extended by more tiles: the output is acc / ell, taken once by whoever reads it.",
+                _merge(divide=True)),
+        Mistake(OVERFLOW, OVERFLOW_HINT, _merge(unshifted=True)),
     ),
 ))
 
