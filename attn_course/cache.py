@@ -20,7 +20,7 @@ import torch
 
 from . import _checks
 from .attention import _check_qkv, attend
-from .masking import check_mask, combine_masks
+from .masking import causal_mask, check_mask, combine_masks
 
 
 def _check_pair(keys_name, keys, values_name, values):
@@ -113,8 +113,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     if lq > lk:
         raise ValueError(f"the {lq} queries must be the newest of the {lk} cached positions (Lq <= Lk): "
                          "append their keys and values to the cache first")
-    # Lower triangle shifted right by Lk - Lq: query i sits at position Lk - Lq + i.
-    causal = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)  # (Lq, Lk)
+    # Query i sits at position Lk - Lq + i: the triangle aligned bottom-right.
+    causal = causal_mask(lq, lk, bottom_right=True, device=q.device)  # (Lq, Lk)
     if mask is not None:  # say what is wrong with the caller's mask, not with the combined one
         scores_shape = (*torch.broadcast_shapes(q.shape[:-2], keys.shape[:-2]), lq, lk)
         check_mask(mask, q.new_empty(()).expand(scores_shape))

@@ -90,23 +90,26 @@ def padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Ten
     return (positions[None, :] < lengths[:, None])[:, None, :]  # (B, 1, Lk)
 
 
-def causal_mask(lq: int, lk: int | None = None, *, device=None) -> torch.Tensor:
+def causal_mask(lq: int, lk: int | None = None, *, bottom_right: bool = False, device=None) -> torch.Tensor:
     """Causal mask: query i may attend key j only if ``j <= i`` (nothing from the future).
 
     Returns a boolean (Lq, Lk) mask (Lk defaults to Lq; either may be 0, giving an empty mask, as
     ``padding_mask`` allows max_len=0), the lower triangle, aligned top-left as in
     ``F.scaled_dot_product_attention(..., is_causal=True)``: query i sees keys 0..i also when Lq != Lk.
     With a KV cache the queries are the *last* Lq positions and the triangle must be aligned bottom-right
-    instead (``torch.nn.attention.bias.causal_lower_right``).
+    instead: ``bottom_right=True`` lets query i see keys 0..i + Lk - Lq
+    (``torch.nn.attention.bias.causal_lower_right``).
     The decoder's self-attention of Vaswani et al. (2017, section 3.2.3) uses it so that a position is
     predicted from the positions before it only.
     """
     lq = _checks.number("lq", lq, integer=True, minimum=0, strict=False)
     lk = lq if lk is None else _checks.number("lk", lk, integer=True, minimum=0, strict=False)
     device = _device_of(device)
+    if not isinstance(bottom_right, bool):
+        raise TypeError(f"bottom_right must be True or False, got {type(bottom_right).__name__}")
     i = torch.arange(lq, device=device)[:, None]
     j = torch.arange(lk, device=device)[None, :]
-    return j <= i
+    return j <= i + (lk - lq if bottom_right else 0)
 
 
 def window_mask(lq: int, lk: int | None = None, *, window: int, causal: bool = False,

@@ -252,7 +252,24 @@ class DecoderLayer(_Layer):
 
 # --- stacks ------------------------------------------------------------------------------------------------
 
-class Encoder(nn.Module):
+class _Stack(nn.Module):
+    """N layers of ``layer_type``, each with its own fresh parameters, and a final LayerNorm for a pre-LN
+    stack (its layers leave the residual stream un-normalised); the arguments are those of the layer."""
+
+    layer_type: type[nn.Module]
+
+    def __init__(self, num_layers: int, embed_dim: int, num_heads: int, hidden_dim: int | None = None, *,
+                 dropout: float = 0.1, activation: str = "relu", norm_first: bool = False,
+                 layer_norm_eps: float = 1e-5, bias: bool = True, impl: str = "sdpa"):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            self.layer_type(embed_dim, num_heads, hidden_dim, dropout=dropout, activation=activation,
+                            norm_first=norm_first, layer_norm_eps=layer_norm_eps, bias=bias, impl=impl)
+            for _ in range(_check_layers(num_layers)))
+        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
+
+
+class Encoder(_Stack):
     """N encoder layers (N = 6 in the paper), each built with its own fresh parameters.
 
     num_layers: N; the other arguments are those of ``EncoderLayer``. A pre-LN stack (``norm_first=True``)
@@ -260,15 +277,7 @@ class Encoder(nn.Module):
     a post-LN stack has none (``self.norm`` is None), as in the paper.
     """
 
-    def __init__(self, num_layers: int, embed_dim: int, num_heads: int, hidden_dim: int | None = None, *,
-                 dropout: float = 0.1, activation: str = "relu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-5, bias: bool = True, impl: str = "sdpa"):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            EncoderLayer(embed_dim, num_heads, hidden_dim, dropout=dropout, activation=activation,
-                         norm_first=norm_first, layer_norm_eps=layer_norm_eps, bias=bias, impl=impl)
-            for _ in range(_check_layers(num_layers)))
-        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
+    layer_type = EncoderLayer
 
     def forward(self, x: torch.Tensor, *, key_padding_mask: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, is_causal: bool = False,
@@ -285,19 +294,11 @@ class Encoder(nn.Module):
         return x, (all_weights if return_weights else None)
 
 
-class Decoder(nn.Module):
+class Decoder(_Stack):
     """N decoder layers over one memory (the encoder's output); the arguments are those of ``Encoder``.
     A pre-LN stack ends with one more LayerNorm (``self.norm``); a post-LN stack has none."""
 
-    def __init__(self, num_layers: int, embed_dim: int, num_heads: int, hidden_dim: int | None = None, *,
-                 dropout: float = 0.1, activation: str = "relu", norm_first: bool = False,
-                 layer_norm_eps: float = 1e-5, bias: bool = True, impl: str = "sdpa"):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(embed_dim, num_heads, hidden_dim, dropout=dropout, activation=activation,
-                         norm_first=norm_first, layer_norm_eps=layer_norm_eps, bias=bias, impl=impl)
-            for _ in range(_check_layers(num_layers)))
-        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, bias=bias) if norm_first else None
+    layer_type = DecoderLayer
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, *, is_causal: bool = True,
                 key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_upper_left
+from torch.nn.attention.bias import causal_lower_right, causal_upper_left
 
 from attn_course.attention import attend
 from attn_course.masking import (
@@ -206,6 +206,16 @@ def test_causal_mask_is_the_lower_triangle_aligned_top_left(lq, lk):
     assert torch.equal(mask, expected)
     assert torch.equal(mask, torch.ones(lq, lk, dtype=torch.bool).tril())
     assert torch.equal(mask, causal_upper_left(lq, lk)._materialize())  # torch's own, as SDPA's is_causal
+
+
+@pytest.mark.parametrize(("lq", "lk"), [(1, 1), (1, 6), (3, 7), (5, 5)])
+def test_causal_mask_bottom_right_is_torchs_lower_right(lq, lk):
+    mask = causal_mask(lq, lk, bottom_right=True)
+    expected = torch.tensor([[j <= i + lk - lq for j in range(lk)] for i in range(lq)])
+    assert torch.equal(mask, expected)
+    assert torch.equal(mask, causal_lower_right(lq, lk)._materialize())
+    with pytest.raises(TypeError, match="bottom_right must be True or False"):
+        causal_mask(lq, lk, bottom_right="yes")
 
 
 def test_causal_mask_defaults_to_square():

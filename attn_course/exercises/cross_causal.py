@@ -86,9 +86,8 @@ def _cross_variant(q_from="x", k_from="memory", v_from="memory", dim=-1, scale="
         if causal is None:
             weights = torch.softmax(scores, dim=dim)
         else:  # a causal triangle where none belongs: top-left (is_causal=True) or bottom-right
-            lq, lk = scores.shape[-2:]
-            mask = torch.ones(lq, lk, dtype=torch.bool, device=x.device)
-            mask = mask.tril(0 if causal == "top-left" else lk - lq)
+            mask = masking.causal_mask(*scores.shape[-2:], bottom_right=causal == "bottom-right",
+                                       device=x.device)
             weights = masking.masked_softmax(scores, mask)
         return weights @ v, weights
     return variant

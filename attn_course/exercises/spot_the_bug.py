@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _checks
+from .. import _checks, scoring
 from ..masking import masked_softmax
 from . import Case, Exercise, Mistake, register
 from ._grader import randn
@@ -61,9 +61,8 @@ def additive_scores(features: torch.Tensor, hidden: torch.Tensor, W1: torch.Tens
     -> scores (B, T, 1). The decoder state is projected once and broadcast over the T time steps.
     """
     _check_layer_inputs(features, hidden, W1, W2, V)
-    keys = features @ W1.T                   # (B, T, F) @ (F, A) -> (B, T, A)
-    query = (hidden @ W2.T)[:, None, :]      # (B, Dh) @ (Dh, A) -> (B, 1, A): one per example, all t
-    return torch.tanh(keys + query) @ V.T    # (B, T, A) @ (A, 1) -> (B, T, 1)
+    # The package's additive score with the decoder state as the one query: (B, 1, T), then time first.
+    return scoring.additive_score(hidden[:, None, :], features, W2, W1, V[0]).transpose(-2, -1)  # (B, T, 1)
 
 
 def fixed_attention(features: torch.Tensor, hidden: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor,
