@@ -18,7 +18,9 @@ One module per concept (see the book's introduction for which chapter uses which
 - ``triton_attention`` a teaching FlashAttention-style Triton kernel (online softmax, optional sliding window)
 - ``pooling``    attention pooling (Nadaraya-Watson kernel regression)
 - ``seq2seq``    a small GRU encoder-decoder, with or without attention
-- ``data``       datasets the project generates itself (nothing is downloaded)
+- ``data``       datasets the project generates itself (nothing is downloaded by default)
+- ``metrics``    BLEU, chrF and exact match through sacrebleu
+- ``checkpoint`` save and load trained models, with clear errors for corrupt or mismatched files
 - ``viz``        heatmaps and weight plots
 - ``widgets``    interactive explorers (ipywidgets 7.7 and 8)
 - ``exercises``  autograded exercises: ``check(exercise_id, your_function)``

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import _checks
+from .. import _checks
 
 PAD, BOS = 0, 1
 """Special tokens of the copy task; the digits 0-9 are tokens 2-11."""
