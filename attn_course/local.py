@@ -354,38 +354,46 @@ BACKWARD_KEY_ROWS = 2048  # the CPU backward runs on groups of chunks reading ab
 
 def _chunk_size(lq: int, window: int, chunk: int | None = None) -> int:
     """Queries per chunk: at most ``BLOCKED_CHUNK`` and at most w (a chunk of c queries reads a span of
-    c + w - 1 keys causal, c + 2(w - 1) bidirectional: the smaller c, the fewer wasted scores but the more
-    chunks), and no more than Lq."""
+    (R + 1)·c keys causal, (2R + 1)·c bidirectional, R = ⌈(w - 1)/c⌉: the smaller c, the fewer wasted scores
+    but the more chunks), and no more than Lq."""
     return max(1, min(chunk or BLOCKED_CHUNK, window, lq))
 
 
 def _chunk_layout(lq: int, lk: int, window: int, chunk: int, causal: bool, device):
-    """The chunks of ``impl="blocked"``. Query chunk b holds i = b·c + a (a < c queries); since
-    |i - j| < w its keys lie in j = b·c - (w - 1) + s with s < span, span = c + w - 1 (causal: nothing
-    after the chunk's last query) or c + 2(w - 1). Returns i (nb, c), j (nb, span) and ``allowed``
-    (nb, c, span): inside the band and inside the keys."""
+    """The chunks of ``impl="blocked"``. Query chunk b holds i = b·c + a (a < c queries). Its keys are whole
+    chunks of c keys: the R = ⌈(w - 1)/c⌉ chunks before its own, its own, and (unless causal) the R after:
+    j = (b - R)·c + s, s < span = (R + 1)·c or (2R + 1)·c. That covers |i - j| < w. Since j - i = s - a - R·c
+    does not depend on b, every chunk has the same band pattern; only the chunks at the ends of the
+    sequence also meet keys that do not exist (j < 0 or j >= Lk).
+    Returns i (nb, c), j (nb, span) and ``band`` (c, span): True where |i - j| < w (and j <= i if causal)."""
     blocks = -(-lq // chunk)  # ceil(Lq / c)
-    span = chunk + (1 if causal else 2) * (window - 1)
+    reach = -(-(window - 1) // chunk)  # R
+    span = ((1 if causal else 2) * reach + 1) * chunk
     start = torch.arange(blocks, device=device)[:, None] * chunk  # (nb, 1)
     i = start + torch.arange(chunk, device=device)  # (nb, c)
-    j = start - (window - 1) + torch.arange(span, device=device)  # (nb, span)
-    rows, keys = i[:, :, None], j[:, None, :]  # (nb, c, 1) and (nb, 1, span): boolean results only
+    j = start - reach * chunk + torch.arange(span, device=device)  # (nb, span)
+    rows, keys = i[0, :, None], j[0, None, :]  # chunk 0's (c, 1) and (1, span): the pattern of every chunk
     upper = keys <= rows if causal else keys < rows + window
-    allowed = (keys > rows - window) & upper & (keys >= 0) & (keys < lk)  # (nb, c, span)
-    return i, j, allowed
+    return i, j, (keys > rows - window) & upper  # (c, span)
 
 
-def _pad_keys(x: torch.Tensor, blocks: int, chunk: int, span: int, window: int) -> torch.Tensor:
-    """(B', Lk, size) -> (B', (nb - 1)·c + span, size): w - 1 zero rows in front (the keys before the
+def _allowed(i: torch.Tensor, j: torch.Tensor, band: torch.Tensor, lk: int) -> torch.Tensor:
+    """The band of these chunks, cut to the keys that exist: (n, c, span) for i (n, c), j (n, span)."""
+    real = (j >= 0) & (j < lk)  # (n, span)
+    return band & real[:, None, :]
+
+
+def _pad_keys(x: torch.Tensor, blocks: int, chunk: int, span: int, front: int) -> torch.Tensor:
+    """(B', Lk, size) -> (B', (nb - 1)·c + span, size): ``front`` = R·c zero rows first (the keys before the
     first), cut or padded at the end: the rows that the chunks' windows cover. One copy of x."""
     total = (blocks - 1) * chunk + span
-    back = max(0, total - (window - 1) - x.size(-2))
-    return nn.functional.pad(x, (0, 0, window - 1, back))[..., :total, :]
+    back = max(0, total - front - x.size(-2))
+    return nn.functional.pad(x, (0, 0, front, back))[..., :total, :]
 
 
 def _windows(padded: torch.Tensor, chunk: int, span: int) -> torch.Tensor:
-    """(B', (nb - 1)·c + span, size) -> (B', nb, span, size): chunk b's keys j = b·c - (w - 1) + s, s < span,
-    as overlapping *views* of the padded keys: the span/c-fold overlap costs no memory. ``unfold`` is a view
+    """(B', (nb - 1)·c + span, size) -> (B', nb, span, size): chunk b's keys j = (b - R)·c + s, s < span, as
+    overlapping *views* of the padded keys: the span/c-fold overlap costs no memory. ``unfold`` is a view
     with a gradient (its backward adds the overlapping windows' gradients back together)."""
     return padded.unfold(-2, span, chunk).transpose(-2, -1)  # (B', nb, size, span) -> (B', nb, span, size)
 
@@ -395,54 +403,74 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
 
 
+def _add_windows(total: torch.Tensor, grads: torch.Tensor, first: int, chunk: int) -> None:
+    """Add window gradients (B', G, span, size) of chunks first ... first + G - 1 into ``total``, the padded
+    key rows (B', rows, size), in place. Window b starts at row b·c and spans m = span/c whole chunks, so
+    its s-th piece of c rows lands on chunk b + s: m strided additions instead of ``unfold``'s backward."""
+    count, span = grads.size(1), grads.size(2)
+    chunks = total.unflatten(1, (total.size(1) // chunk, chunk))  # (B', rows / c, c, size): a view
+    for s, piece in enumerate(grads.unflatten(2, (span // chunk, chunk)).unbind(2)):  # (B', G, c, size)
+        chunks[:, first + s:first + s + count] += piece
+
+
 class _FlashChunksCPU(torch.autograd.Function):
     """The chunks through the CPU's fused flash kernel, with a backward that runs on groups of chunks.
 
+    ``pieces``: runs of chunks (lo, hi, allowed) with a 4-D boolean mask each, (1 or B', hi - lo or 1, c, span);
+    the chunks in the middle of a sequence share one (1, 1, c, span) band, so no O(Lq·span) mask is built.
     Autograd through ``F.scaled_dot_product_attention`` would make the kernel return the keys' gradient
     for every window, (B', nb, span, D): span/c times the keys (about 10x for c = 64, w = 256), dearer than
-    the whole forward. Here each group's window gradients are added into one (B', Lk + 2w, D) buffer at
-    once (``unfold_backward``), so the backward needs O(Lk·D) memory like the forward. Same kernel, same
-    values as SDPA's own backward."""
+    the whole forward. Here each group's window gradients are added into one (B', rows, D) buffer at once
+    (``_add_windows``), so the backward needs O(Lk·D) memory like the forward. Same kernel, same values as
+    SDPA's own backward."""
 
     @staticmethod
-    def forward(ctx, q_chunks, k, v, allowed, window, scale):
-        blocks, chunk, span = allowed.shape[-3:]
-        k_pad, v_pad = (_pad_keys(x, blocks, chunk, span, window) for x in (k, v))  # (B', rows, D)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q_chunks, _windows(k_pad, chunk, span), _windows(v_pad, chunk, span), 0.0, False,
-            attn_mask=_additive(allowed, q_chunks.dtype), scale=scale)  # (B', nb, c, Dv), (B', nb, c)
-        ctx.save_for_backward(q_chunks, k_pad, v_pad, out, lse, allowed)
-        ctx.window, ctx.scale, ctx.lk = window, scale, k.size(-2)
+    def forward(ctx, q_chunks, k, v, pieces, front, scale):
+        blocks, chunk, span = q_chunks.size(1), q_chunks.size(2), pieces[0][2].size(-1)
+        k_pad, v_pad = (_pad_keys(x, blocks, chunk, span, front) for x in (k, v))  # (B', rows, D)
+        k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)  # (B', nb, span, D)
+        outs, lses = [], []
+        for lo, hi, allowed in pieces:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q_chunks[:, lo:hi], k_win[:, lo:hi], v_win[:, lo:hi], 0.0, False,
+                attn_mask=_additive(allowed, q_chunks.dtype), scale=scale)  # (B', n, c, Dv), (B', n, c)
+            outs.append(out)
+            lses.append(lse)
+        out, lse = (torch.cat(x, dim=1) if len(x) > 1 else x[0] for x in (outs, lses))
+        ctx.save_for_backward(q_chunks, k_pad, v_pad, out, lse)
+        ctx.pieces, ctx.front, ctx.scale, ctx.lk = pieces, front, scale, k.size(-2)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the flash backward kernel has no derivative itself
     def backward(ctx, grad_out):
-        q_chunks, k_pad, v_pad, out, lse, allowed = ctx.saved_tensors
+        q_chunks, k_pad, v_pad, out, lse = ctx.saved_tensors
         needs_q, needs_k, needs_v = ctx.needs_input_grad[:3]
-        blocks, chunk, span = allowed.shape[-3:]
+        chunk, span = q_chunks.size(2), ctx.pieces[0][2].size(-1)
         k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)
         grad_out = grad_out.contiguous()
         grad_q = torch.empty_like(q_chunks) if needs_q else None
-        length = max(k_pad.size(-2), ctx.window - 1 + ctx.lk)  # keys past the last window get 0 too
+        length = max(k_pad.size(-2), ctx.front + ctx.lk)  # keys past the last window get 0 too
+        length = -(-length // chunk) * chunk  # whole chunks, for _add_windows
         # The kernel returns all three gradients at once; only the ones asked for are kept and summed.
         sums = {slot: x.new_zeros(x.size(0), length, x.size(-1))  # slot: the kernel's output 1 (k), 2 (v)
                 for slot, x, needed in ((1, k_pad, needs_k), (2, v_pad, needs_v)) if needed}
         group = max(1, BACKWARD_KEY_ROWS // span)  # chunks per group
-        for first in range(0, blocks, group):
-            part = slice(first, min(blocks, first + group))
-            grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out[:, part], q_chunks[:, part], k_win[:, part], v_win[:, part], out[:, part],
-                lse[:, part], 0.0, False, attn_mask=_additive(allowed[..., part, :, :], q_chunks.dtype),
-                scale=ctx.scale)  # (B', G, c, D), (B', G, span, D), (B', G, span, Dv)
-            if needs_q:
-                grad_q[:, part] = grads[0]
-            rows = slice(first * chunk, (part.stop - 1) * chunk + span)  # the padded key rows they read
-            for slot, grad in sums.items():  # sum the overlapping windows' gradients
-                g = grads[slot]
-                grad[:, rows] += torch.ops.aten.unfold_backward(
-                    g.transpose(-2, -1), (g.size(0), rows.stop - rows.start, g.size(-1)), 1, span, chunk)
-        keys = slice(ctx.window - 1, ctx.window - 1 + ctx.lk)  # drop the padding rows' gradients
+        for lo, hi, allowed in ctx.pieces:
+            shared = _additive(allowed, q_chunks.dtype) if allowed.size(1) == 1 else None  # one band for all
+            for first in range(lo, hi, group):
+                part = slice(first, min(hi, first + group))
+                mask = shared if shared is not None else _additive(
+                    allowed[:, first - lo:part.stop - lo], q_chunks.dtype)
+                grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    grad_out[:, part], q_chunks[:, part], k_win[:, part], v_win[:, part], out[:, part],
+                    lse[:, part], 0.0, False, attn_mask=mask, scale=ctx.scale)
+                # (B', G, c, D), (B', G, span, D), (B', G, span, Dv)
+                if needs_q:
+                    grad_q[:, part] = grads[0]
+                for slot, total in sums.items():  # sum the overlapping windows' gradients
+                    _add_windows(total, grads[slot], first, chunk)
+        keys = slice(ctx.front, ctx.front + ctx.lk)  # drop the padding rows' gradients
         grad_k, grad_v = (sums[slot][:, keys] if slot in sums else None for slot in (1, 2))
         return grad_q, grad_k, grad_v, None, None, None
 
@@ -481,27 +509,43 @@ def _use_cpu_flash(q: torch.Tensor, v: torch.Tensor) -> bool:
 
 
 def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
-    """Chunks of c queries against the span of keys around them, all chunks in one fused SDPA call with one
-    4-D boolean mask (..., nb, c, span): O(Lq·(c + 2w)) time; the keys and values are views of one padded
-    copy (``_windows``), so the memory is O(Lq·D + Lq·(c + 2w)) bytes of mask. See ``_chunk_layout``."""
+    """Chunks of c queries against the whole chunks of keys around them, all chunks in one fused SDPA call
+    with a 4-D boolean mask: O(Lq·(2R + 1)·c) time; the keys and values are views of one padded copy
+    (``_windows``). Without a ``mask``, the chunks away from the ends share one (c, span) band, so the memory
+    is O(Lq·D); a ``mask`` adds O(Lq·span) bytes of chunk mask. See ``_chunk_layout``."""
     lq, lk = q.size(-2), k.size(-2)
     window = min(window, max(lq, lk))  # a wider window sees the same keys: keep the chunks small
     chunk = _chunk_size(lq, window, chunk)
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    i, j, allowed = _chunk_layout(lq, lk, window, chunk, causal, q.device)
+    i, j, band = _chunk_layout(lq, lk, window, chunk, causal, q.device)
     blocks, span = j.shape
-    if mask is not None:  # pick each chunk's piece of the mask: (..., nb, c, span), never (Lq, Lk)
-        full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
-        full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
-        rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, c, 1); padded query rows are cut off below
-        allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, c, span)
-    # A row with no key would softmax to NaN (or uniform weights, depending on the SDPA kernel): let it see
-    # its whole span instead, a finite dummy, and zero its context below. Its gradient is then exactly 0.
-    empty = ~allowed.any(-1, keepdim=True)  # (..., nb, c, 1)
-    allowed = allowed | empty
-    if allowed.dim() > 3:  # a mask with batch dimensions: one (nb, c, span) piece per batch entry
-        allowed, empty = (x.expand(*lead, *x.shape[-3:]) for x in (allowed, empty))
-    allowed = allowed.reshape(-1, blocks, chunk, span)  # (1 or B', nb, c, span): 4-D, broadcasts
+    front = -(-(window - 1) // chunk) * chunk  # R·c padding rows before the first key
+    direct = _use_cpu_flash(q, v)
+    runs = [(0, blocks, False)]  # (first chunk, last + 1, whether its chunks share the band)
+    if mask is None and direct:  # the middle chunks (all their keys exist) share the band: run them apart
+        inside = ((j[:, 0] >= 0) & (j[:, -1] < lk)).nonzero()  # chunk indices, contiguous
+        if len(inside):
+            lo, hi = int(inside[0]), int(inside[-1]) + 1
+            runs = [run for run in ((0, lo, False), (lo, hi, True), (hi, blocks, False)) if run[0] < run[1]]
+    pieces, empties = [], []
+    for start, stop, shared in runs:
+        if shared:  # (1, 1, c, span): one band for all; every query sees itself, so no row is empty
+            pieces.append((start, stop, band[None, None]))
+            continue
+        allowed = _allowed(i[start:stop], j[start:stop], band, lk)  # (n, c, span)
+        if mask is not None:  # pick each chunk's piece of the mask: (..., nb, c, span), never (Lq, Lk)
+            full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
+            full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
+            rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, c, 1); padded query rows are cut off below
+            allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, c, span)
+        # A row with no key would softmax to NaN (or uniform weights, depending on the SDPA kernel): let it
+        # see its whole span instead, a finite dummy, and zero its context below. Its gradient is then 0.
+        empty = ~allowed.any(-1, keepdim=True)  # (..., n, c, 1)
+        allowed = allowed | empty
+        if allowed.dim() > 3:  # a mask with batch dimensions: one (n, c, span) piece per batch entry
+            allowed, empty = (x.expand(*lead, *x.shape[-3:]) for x in (allowed, empty))
+        pieces.append((start, stop, allowed.reshape(-1, stop - start, chunk, span)))  # 4-D, broadcasts
+        empties.append((start, stop, empty.reshape(-1, stop - start, chunk, 1)))
 
     def flat(x):  # (..., L, size) -> (B', L, size): a view unless x is broadcast
         return x.expand(*lead, *x.shape[-2:]).reshape(-1, *x.shape[-2:])
@@ -510,14 +554,16 @@ def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
     if blocks * chunk > lq:  # pad the last chunk (a copy); otherwise the chunks are a view
         q_chunks = nn.functional.pad(q_chunks, (0, 0, 0, blocks * chunk - lq))
     q_chunks = q_chunks.unflatten(-2, (blocks, chunk))  # (B', nb, c, D)
-    if _use_cpu_flash(q, v):
-        context = _FlashChunksCPU.apply(q_chunks, flat(k), flat(v), allowed, window, scale)  # (B', nb, c, Dv)
+    if direct:
+        context = _FlashChunksCPU.apply(q_chunks, flat(k), flat(v), pieces, front, scale)  # (B', nb, c, Dv)
     else:
-        k_win, v_win = (_windows(_pad_keys(flat(x), blocks, chunk, span, window), chunk, span) for x in (k, v))
-        context = nn.functional.scaled_dot_product_attention(q_chunks, k_win, v_win, attn_mask=allowed,
+        k_win, v_win = (_windows(_pad_keys(flat(x), blocks, chunk, span, front), chunk, span) for x in (k, v))
+        context = nn.functional.scaled_dot_product_attention(q_chunks, k_win, v_win, attn_mask=pieces[0][2],
                                                              scale=scale)  # (B', nb, c, Dv)
-    if empty.any():  # only then: masked_fill copies the context
-        context = context.masked_fill(empty.reshape(-1, blocks, chunk, 1), 0.0)
+    for start, stop, empty in empties:
+        if empty.any():  # only then: masked_fill copies the context
+            context = torch.cat([context[:, :start], context[:, start:stop].masked_fill(empty, 0.0),
+                                 context[:, stop:]], dim=1)
     return context.reshape(*lead, blocks * chunk, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
 
 

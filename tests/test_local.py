@@ -554,7 +554,9 @@ def test_flex_without_flexattention_is_a_clear_error(monkeypatch):
 
 # --- impl="blocked" on the CPU: the keys as overlapping views, the fused kernel called directly ------------
 
-AWKWARD = [(13, 13, 4), (3, 3, 8), (1, 1, 1), (1, 1, 3), (5, 12, 3), (12, 5, 3), (37, 37, 8)]
+# (70, 70, 9), (70, 61, 6): middle chunks that share one band between end chunks with their own masks
+AWKWARD = [(13, 13, 4), (3, 3, 8), (1, 1, 1), (1, 1, 3), (5, 12, 3), (12, 5, 3), (37, 37, 8), (70, 70, 9),
+           (70, 61, 6)]
 
 
 @pytest.fixture(params=["cpu flash", "sdpa"])
@@ -613,8 +615,8 @@ class _LargestFeatureTensor(TorchDispatchMode):
 @pytest.mark.parametrize("path", ["cpu flash", "sdpa"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_blocked_never_copies_the_keys_per_chunk(monkeypatch, path, causal):
-    """Chunks of c = 16 queries read span = c + 2(w - 1) = 142 keys: copying each chunk's keys would take
-    (B·H, nb, span, D), 9x the keys. The views take one padded copy, (B·H, N + 2w, D); the CPU backward
+    """Chunks of c = 16 queries read span = (2R + 1)·c = 144 keys (R = ⌈(w - 1)/c⌉ = 4): copying each chunk's
+    keys would take (B·H, nb, span, D), 9x the keys. The views take one padded copy, (B·H, N + 2w, D); the CPU backward
     also keeps the keys' gradient at that size (SDPA's own backward cannot: it returns the windows')."""
     monkeypatch.setattr(local, "BLOCKED_CHUNK", 16)
     monkeypatch.setattr(local, "BACKWARD_KEY_ROWS", 256)
