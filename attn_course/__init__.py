@@ -17,9 +17,14 @@ One module per concept (see the book's introduction for which chapter uses which
 - ``bench``      benchmarks that print ratios against baselines measured in the same run
 - ``triton_attention`` a teaching FlashAttention-style Triton kernel (online softmax, optional sliding window)
 - ``pooling``    attention pooling (Nadaraya-Watson kernel regression)
-- ``seq2seq``    a small GRU encoder-decoder, with or without attention
-- ``data``       datasets the project generates itself (nothing is downloaded by default)
-- ``metrics``    BLEU, chrF and exact match through sacrebleu
+- ``seq2seq``    a small GRU encoder-decoder, with or without attention; the translation models (bi-GRU with
+                 Bahdanau or Luong attention, a small Transformer)
+- ``decoding``   greedy and beam search, returning the attention that emitted each token
+- ``translate``  the ``Translator``: train, translate (with clear errors), evaluate, align, save and load
+- ``text``       tokenising (Spanish punctuation and accents), vocabularies, padded batches and masks
+- ``data``       datasets the project generates itself (nothing is downloaded by default); ``data.spanish``:
+                 the English→Spanish corpus with gold word alignments, and the Tatoeba/Anki loader
+- ``metrics``    BLEU, chrF and exact match through sacrebleu; the alignment error rate of attention (AER)
 - ``checkpoint`` save and load trained models, with clear errors for corrupt or mismatched files
 - ``viz``        heatmaps and weight plots
 - ``widgets``    interactive explorers (ipywidgets 7.7 and 8)

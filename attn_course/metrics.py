@@ -5,13 +5,22 @@
 - ``exact_match`` the fraction of hypotheses identical to their reference, 0-1
 
 Each takes the hypotheses and one reference per hypothesis, as detokenised strings.
+
+Word alignments, as sets of links (i, j) from target word i to source word j (the row and column of an
+attention matrix whose rows are the target words):
+
+- ``alignment_links``       the links an attention matrix proposes: each row's argmax (or every weight
+  above a threshold)
+- ``alignment_error_rate``  AER (Och & Ney 2003) of proposed links against gold sure and possible links, 0-1
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import sacrebleu
+import torch
 
 
 def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -51,3 +60,80 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """The fraction (0-1) of hypotheses equal to their reference after stripping outer whitespace."""
     hypotheses, references = _check_pairs(hypotheses, references)
     return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / len(hypotheses)
+
+
+# --- word alignments --------------------------------------------------------------------------------------
+
+Links = Iterable[tuple[int, int]]
+
+
+def alignment_links(weights, threshold: float | None = None) -> set[tuple[int, int]]:
+    """The links (i, j) an attention matrix proposes. weights: (Lt, Ls), row i the attention of target
+    word i over the source words (a tensor, array or nested list).
+
+    threshold None: one link per row, to the most attended source word (the argmax; ties go to the first);
+    else every weight >= ``threshold``. Both are common ways to read an alignment out of attention.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64) if not isinstance(weights, torch.Tensor) else weights
+    if w.dim() != 2:
+        raise ValueError(f"weights must be a matrix (Lt, Ls), one row per target word, got shape "
+                         f"{tuple(w.shape)}")
+    if w.numel() == 0:
+        return set()
+    if threshold is None:
+        return {(i, int(j)) for i, j in enumerate(w.argmax(dim=1).tolist())}
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number between 0 and 1 (or None for the argmax), got {threshold!r}")
+    return {(int(i), int(j)) for i, j in (w >= threshold).nonzero().tolist()}
+
+
+def _link_set(name: str, links) -> set[tuple[int, int]]:
+    try:
+        out = {(int(i), int(j)) for i, j in links}
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a collection of (i, j) pairs of integers, got {links!r:.80}") from None
+    return out
+
+
+def _is_corpus(links) -> bool:
+    """A list of link sets (one per sentence), rather than one set of (i, j) pairs."""
+    if isinstance(links, (set, frozenset)):
+        return False
+    items = list(links)
+    return bool(items) and all(isinstance(x, (set, frozenset, list, tuple)) and not
+                               (len(x) == 2 and all(isinstance(v, numbers.Integral) for v in x)) for x in items)
+
+
+def alignment_error_rate(predicted, sure, possible=None) -> float:
+    """The alignment error rate of Och & Ney (2003), from 0 (perfect) to 1:
+
+        AER = 1 - (|A ∩ S| + |A ∩ P|) / (|A| + |S|)
+
+    with A the predicted links, S the gold *sure* links and P the gold *possible* links (P ⊇ S: a sure
+    link is also possible, so S is added to P if missing; with ``possible=None``, P = S and AER is 1 - F1).
+    precision = |A ∩ P| / |A| (a proposed link is fine if it is possible), recall = |A ∩ S| / |S| (every sure
+    link should be found).
+
+    Each argument is one sentence's set of (i, j) links, or a list of such sets, one per sentence of a
+    corpus; then the counts are summed over the sentences before dividing, as Och & Ney do.
+    """
+    corpus = _is_corpus(predicted) or _is_corpus(sure)
+    if corpus:
+        predicted, sure = list(predicted), list(sure)
+        possible = [None] * len(sure) if possible is None else list(possible)
+        if not len(predicted) == len(sure) == len(possible):
+            raise ValueError(f"one set of links per sentence is needed: got {len(predicted)} predicted, "
+                             f"{len(sure)} sure and {len(possible)} possible")
+    else:
+        predicted, sure, possible = [predicted], [sure], [possible]
+    hits_sure = hits_possible = n_predicted = n_sure = 0
+    for a, s, p in zip(predicted, sure, possible):
+        a, s = _link_set("predicted", a), _link_set("sure", s)
+        p = s if p is None else _link_set("possible", p) | s
+        hits_sure += len(a & s)
+        hits_possible += len(a & p)
+        n_predicted += len(a)
+        n_sure += len(s)
+    if n_predicted + n_sure == 0:
+        raise ValueError("there is nothing to score: no predicted links and no sure links")
+    return 1.0 - (hits_sure + hits_possible) / (n_predicted + n_sure)

@@ -1,5 +1,7 @@
-"""Datasets the project generates itself: nothing here downloads anything.
+"""Datasets the project generates itself or that ship inside a package: nothing downloads by default.
 
+- ``data.spanish``: the English→Spanish corpus generated from a grammar, with gold word alignments, and a
+  loader for the real Tatoeba/Anki ``spa-eng`` files (downloaded only when a Colab user asks for them).
 - ``copy_batch``: the copy task (reproduce a random digit string) used to expose the fixed-length
   bottleneck of an RNN encoder-decoder.
 - ``toy_regression``: noisy samples of a smooth 1-D function, for attention pooling.

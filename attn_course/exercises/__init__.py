@@ -61,6 +61,7 @@ from . import (  # noqa: E402,F401
     self_attention,
     soft_lookup,
     spot_the_bug,
+    translation,
     why_attention,
 )
 

@@ -21,3 +21,4 @@ from .masks import *  # noqa: F403
 from .multi_head import *  # noqa: F403
 from .scoring import *  # noqa: F403
 from .self_attention import *  # noqa: F403
+from .translation import *  # noqa: F403
