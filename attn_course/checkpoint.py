@@ -54,6 +54,10 @@ def _read(path: pathlib.Path, map_location) -> dict:
     if not path.is_file():
         where = "it is a directory" if path.is_dir() else "no such file"
         raise CheckpointError(f"cannot load the checkpoint {str(path)!r}: {where}")
+    target = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+    if target is not None and target.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"cannot load {str(path)!r} onto {target}: this machine has no CUDA device; "
+                              f"load with map_location='cpu' (checkpoints hold CPU tensors) and move the model")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load fails in many ways on a bad file (EOFError, IndexError, ...)

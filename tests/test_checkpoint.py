@@ -83,3 +83,10 @@ def test_bad_arguments():
         save_checkpoint("x.pt", object(), config={})
     with pytest.raises(TypeError, match="config must be a dict"):
         save_checkpoint("x.pt", make(), config=None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_asking_for_cuda_without_one_says_so(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", make(), config={})
+    with pytest.raises(CheckpointError, match="no CUDA device; load with map_location='cpu'"):
+        load_checkpoint(path, map_location="cuda")
