@@ -80,6 +80,8 @@ def alignment_links(weights, threshold: float | None = None) -> set[tuple[int, i
                          f"{tuple(w.shape)}")
     if w.numel() == 0:
         return set()
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weights hold NaN or infinite values: no link can be read from them")
     if threshold is None:
         return {(i, int(j)) for i, j in enumerate(w.argmax(dim=1).tolist())}
     if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
@@ -88,6 +90,12 @@ def alignment_links(weights, threshold: float | None = None) -> set[tuple[int, i
 
 
 def _link_set(name: str, links) -> set[tuple[int, int]]:
+    if links is None:
+        raise TypeError(f"{name} must be a collection of (i, j) links, got None")
+    if isinstance(links, torch.Tensor) or hasattr(links, "__array__"):
+        raise TypeError(f"{name} must be a collection of (i, j) links, got a {type(links).__name__} of shape "
+                        f"{tuple(links.shape)}: for a 0/1 link matrix or an attention matrix, use "
+                        f"metrics.alignment_links(matrix) first")
     try:
         out = {(int(i), int(j)) for i, j in links}
     except (TypeError, ValueError):
@@ -117,6 +125,9 @@ def alignment_error_rate(predicted, sure, possible=None) -> float:
     Each argument is one sentence's set of (i, j) links, or a list of such sets, one per sentence of a
     corpus; then the counts are summed over the sentences before dividing, as Och & Ney do.
     """
+    for name, links in (("predicted", predicted), ("sure", sure)):
+        if links is None or isinstance(links, torch.Tensor) or hasattr(links, "__array__"):
+            _link_set(name, links)  # raises, saying what was expected
     corpus = _is_corpus(predicted) or _is_corpus(sure)
     if corpus:
         predicted, sure = list(predicted), list(sure)

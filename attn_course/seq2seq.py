@@ -14,7 +14,8 @@ queries *all* encoder states, Luong et al. 2015's global attention:
 - ``attention="bahdanau"`` (Bahdanau et al. 2015, §3.1 and appendix A.2.2): the *previous* decoder state
   s_{i-1} scores every annotation with the additive score ``scoring.additive_score``,
   e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j), α_i = softmax(e_i), c_i = Σ_j α_ij h_j; the context enters the
-  recurrence, s_i = GRU([E y_{i-1}; c_i], s_{i-1}), and the output reads t_i = tanh(W_o [s_i; c_i; E y_{i-1}]).
+  recurrence, s_i = GRU([E y_{i-1}; c_i], s_{i-1}), and the output reads t_i = tanh(W_o [s_i; c_i; E y_{i-1}])
+  (a simplification of A.2.2, whose output layer reads s_{i-1} and uses a maxout instead of the tanh).
 - ``attention="luong"`` (Luong et al. 2015, §3.1, global attention with the "general" score, eq. 8): the
   decoder first steps, h_t = GRU(E y_{t-1}, h_{t-1}), then its *current* state scores the annotations,
   score(h_t, h̄_s) = h_tᵀ W_a h̄_s (``scoring.general_score``), and h̃_t = tanh(W_c [c_t; h_t]) (eq. 5)
@@ -48,11 +49,10 @@ from tqdm.auto import tqdm
 
 from . import _checks
 from .attention import attend
-from .data import BOS
 from .masking import masked_softmax
 from .positional import SinusoidalPositionalEncoding
 from .scoring import AdditiveScore, GeneralScore, general_score
-from .text import PAD
+from .text import BOS, PAD  # the same ids as the copy task's (attn_course.data): PAD = 0, BOS = 1
 from .transformer import Decoder, Encoder
 
 
@@ -172,14 +172,44 @@ def _lr_factor(step: int, *, steps: int, warmup: int, schedule: str) -> float:
 ATTENTIONS = ("bahdanau", "luong")
 
 
-def _check_src(model: nn.Module, src, name: str = "src") -> None:
+def _check_src(model: nn.Module, src, name: str = "src", batch: int | None = None) -> None:
+    """src or tgt_in: (B, L) token ids in the model's vocabulary, L ≥ 1; a source sentence is padded at
+    the end only (PAD after its last word) and has at least one real token. ``batch``: the B it must have."""
     _checks.tensor(name, src, ndim=2, kind="int")
+    if batch is not None and src.size(0) != batch:
+        raise ValueError(f"src and tgt_in must hold the same number of sentences, got {batch} and "
+                         f"{src.size(0)}")
+    if src.size(1) == 0:
+        raise ValueError(f"{name} has no tokens (shape {tuple(src.shape)}): every sentence needs at least one")
     vocab = model.src_vocab_size if name == "src" else model.tgt_vocab_size
-    if src.numel() and (src.min() < 0 or src.max() >= vocab):
+    if src.min() < 0 or src.max() >= vocab:
         raise ValueError(f"{name} must hold token ids in [0, {vocab}), got values from {int(src.min())} to "
                          f"{int(src.max())}")
-    if name == "src" and src.size(1) and not bool((src != PAD).any(dim=1).all()):
-        raise ValueError("every source sentence needs at least one token that is not PAD")
+    limit = getattr(model, "max_len", None)
+    if limit is not None and src.size(1) > limit:
+        raise ValueError(f"{name} has {src.size(1)} tokens, more than the model's max_len = {limit} positions")
+    if name == "src":
+        real = src != PAD
+        if not bool(real.any(dim=1).all()):
+            raise ValueError("every source sentence needs at least one token that is not PAD")
+        if bool((real[:, 1:] & ~real[:, :-1]).any()):
+            raise ValueError("src is padded on the left or in the middle: put the PAD tokens (0) after each "
+                             "sentence's last word, e.g. [[5, 6, 0]], not [[0, 5, 6]]")
+
+
+def _check_step(model: nn.Module, token, state) -> None:
+    """decode_step's inputs: token (B,) ids in the target vocabulary, state a dict from ``encode``."""
+    if not isinstance(state, dict) or "mask" not in state:
+        raise TypeError(f"state must be the dict returned by encode (or by the last decode_step), got "
+                        f"{type(state).__name__}")
+    _checks.tensor("token", token, ndim=1, kind="int")
+    batch = state["mask"].size(0)
+    if token.size(0) != batch:
+        raise ValueError(f"token must hold one id per sentence of the state: shape ({batch},), got "
+                         f"{tuple(token.shape)}")
+    if token.min() < 0 or token.max() >= model.tgt_vocab_size:
+        raise ValueError(f"token must hold ids in [0, {model.tgt_vocab_size}), got values from "
+                         f"{int(token.min())} to {int(token.max())}")
 
 
 class BiGRUEncoder(nn.Module):
@@ -263,6 +293,7 @@ class RNNTranslator(nn.Module):
     def decode_step(self, token: torch.Tensor, state: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """One step: the previous token (B,) -> logits of the next (B, V), the attention used to emit it
         (B, Ls), and the new state."""
+        _check_step(self, token, state)
         emb = self.embed(token)  # (B, E)
         keys, hidden = state["keys"], state["hidden"]
         if self.attention == "bahdanau":
@@ -283,7 +314,8 @@ class RNNTranslator(nn.Module):
                 return_weights: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced pass: logits (B, Lt, V) and attention weights (B, Lt, Ls) (computed anyway, so
         returned whatever ``return_weights`` says; the flag is there to match ``TransformerTranslator``)."""
-        _check_src(self, tgt_in, "tgt_in")
+        _check_src(self, src)
+        _check_src(self, tgt_in, "tgt_in", batch=src.size(0))
         state = self.encode(src)
         if self.attention == "luong":  # no input feeding: the whole target through the GRU at once
             dec, _ = self.cell(self.embed(tgt_in), state["hidden"][None])  # (B, Lt, H)
@@ -329,7 +361,7 @@ class TransformerTranslator(nn.Module):
             raise ValueError(f"alignment_layer must index one of the {num_layers} decoder layers, got "
                              f"{alignment_layer}")
         self.src_vocab_size, self.tgt_vocab_size, self.embed_dim = src_vocab_size, tgt_vocab_size, embed_dim
-        self.alignment_layer = alignment_layer
+        self.alignment_layer, self.max_len = alignment_layer, max_len
         self.config = {"kind": "transformer", "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size,
                        "embed_dim": embed_dim, "num_heads": num_heads, "num_layers": num_layers,
                        "hidden_dim": hidden_dim, "dropout": dropout, "max_len": max_len, "norm_first": norm_first,
@@ -364,13 +396,18 @@ class TransformerTranslator(nn.Module):
     def decode_step(self, token: torch.Tensor, state: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Append the token (B,) to the prefix and run the decoder over it (no cache: the sentences are
         short); returns the next token's logits (B, V), its cross-attention (B, Ls) and the new state."""
+        _check_step(self, token, state)
+        if state["prefix"].size(1) >= self.max_len:
+            raise ValueError(f"the target prefix already has {state['prefix'].size(1)} tokens, the model's "
+                             f"max_len = {self.max_len} positions: decode with a smaller length limit")
         prefix = torch.cat([state["prefix"], token[:, None]], dim=1)
         logits, weights = self._decode(prefix, state["memory"], state["mask"], True)
         return logits[:, -1], weights[:, -1], {**state, "prefix": prefix}
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor,
                 return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        _check_src(self, tgt_in, "tgt_in")
+        _check_src(self, src)
+        _check_src(self, tgt_in, "tgt_in", batch=src.size(0))
         state = self.encode(src)
         return self._decode(tgt_in, state["memory"], state["mask"], return_weights)
 

@@ -5,7 +5,7 @@ character however it was typed), splits off punctuation, Spanish ¿ and ¡ inclu
 expands English contractions (*don't* -> *do not*); ``detokenize`` glues punctuation back. A ``Vocab``
 maps tokens to ids with four special tokens first: ``PAD`` = 0 (padding), ``BOS`` = 1 (begin), ``EOS`` = 2
 (end) and ``UNK`` = 3 (a word the vocabulary lacks). ``batches`` yields padded (src, tgt_in, tgt_out)
-triples for ``seq2seq.train``: tgt_in = BOS + target, tgt_out = target + EOS; ``padding_mask`` gives the
+triples for ``seq2seq.train``: tgt_in = BOS + target, tgt_out = target + EOS; ``real_tokens`` gives the
 mask (True on real tokens, the course's convention).
 
 Shapes: B sentences, Ls source tokens, Lt target tokens (each padded to the longest in the batch).
@@ -23,7 +23,7 @@ import torch
 from . import _checks
 
 __all__ = ["BOS", "EOS", "PAD", "SPECIALS", "UNK", "Vocab", "batches", "detokenize", "encode_pairs",
-           "make_batch", "normalize", "pad_sequences", "padding_mask", "tokenize"]
+           "make_batch", "normalize", "pad_sequences", "real_tokens", "tokenize"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -147,8 +147,10 @@ def pad_sequences(sequences: Sequence[Sequence[int]], device=None) -> torch.Tens
     return out.to(device)
 
 
-def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
-    """True on real tokens, False on ``PAD``: tokens (B, L) -> bool (B, L)."""
+def real_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """True on real tokens, False on ``PAD``: tokens (B, L) -> bool (B, L), the padding mask of a batch
+    of token ids. (``masking.padding_mask`` builds the same from lengths, shaped (B, 1, L) to broadcast
+    over the queries.)"""
     _checks.tensor("tokens", tokens, ndim=2, kind="int")
     return tokens != PAD
 

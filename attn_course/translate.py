@@ -68,6 +68,9 @@ def token_pairs(pairs) -> list[tuple[list[str], list[str]]]:
     return out
 
 
+_DROPPABLE = frozenset({".", "!", ","})
+
+
 class Translator:
     """A translation model with its vocabularies.
 
@@ -88,6 +91,11 @@ class Translator:
         self.model, self.src_vocab, self.tgt_vocab = model, src_vocab, tgt_vocab
         self.max_len = _checks.positive("max_len", max_len, integer=True)
         self.max_output = None if max_output is None else _checks.positive("max_output", max_output, integer=True)
+        positions = getattr(model, "max_len", None)  # a Transformer knows max_len positions, no more
+        if positions is not None and max(self.max_len, self._max_output(self.max_len)) > positions:
+            raise ValueError(f"the model has {positions} positions, but this Translator accepts {self.max_len} "
+                             f"source tokens and writes up to {self._max_output(self.max_len)}: lower max_len "
+                             f"(or max_output)")
 
     def __repr__(self) -> str:
         return (f"Translator({type(self.model).__name__}, {len(self.src_vocab)} English and "
@@ -121,6 +129,8 @@ class Translator:
             tokens = list(sentence)
         else:
             raise TypeError(f"sentence must be a string (or a list of tokens), got {type(sentence).__name__}")
+        # Final punctuation the vocabulary lacks ("I love you.") says nothing the model could use: drop it.
+        tokens = [t for t in tokens if t not in _DROPPABLE or t in self.src_vocab]
         if not tokens:
             raise ValueError("the sentence is empty: type an English sentence, e.g. 'I love you'")
         if len(tokens) > self.max_len:
@@ -137,11 +147,11 @@ class Translator:
         for word in unknown[:3]:
             close = difflib.get_close_matches(word, known, n=2, cutoff=0.7)
             if close:
-                hints.append(f"{word!r} -> {' or '.join(map(repr, close))}?")
+                hints.append(f"for {word!r}, did you mean {' or '.join(map(repr, close))}?")
         words = ", ".join(map(repr, unknown))
-        hint = f"; did you mean {', '.join(hints)}" if hints else ""
-        return (f"unknown word{'s' if len(unknown) > 1 else ''} {words}: the vocabulary has {len(known)} English "
-                f"words (e.g. {', '.join(repr(w) for w in known[10:15])}){hint}")
+        verb = "are" if len(unknown) > 1 else "is"
+        return (f"{words} {verb} not in the vocabulary of {len(known)} English words (e.g. "
+                f"{', '.join(repr(w) for w in known[10:15])}){'; ' + ' '.join(hints) if hints else ''}")
 
     def _max_output(self, length: int) -> int:
         return self.max_output or 2 * length + 5
@@ -205,6 +215,9 @@ class Translator:
         if not pairs:
             raise ValueError("evaluate needs at least one sentence pair")
         tokens = token_pairs(pairs)
+        empty = next((k for k, (en, _) in enumerate(tokens) if not en), None)
+        if empty is not None:
+            raise ValueError(f"pair {empty} has an empty English sentence: nothing to translate")
         hyps = [detokenize(self.tgt_vocab.decode(h.tokens))
                 for h in self.translate_many([en for en, _ in tokens], batch_size)]
         refs = [detokenize(es) for _, es in tokens]
@@ -236,8 +249,12 @@ class Translator:
             raise CheckpointError(f"{str(path)!r} has a model config that builds no model: {err}") from None
         load_checkpoint(path, model, map_location=map_location)
         model.eval()
-        return cls(model.to(map_location), Vocab(config["src_vocab"]), Vocab(config["tgt_vocab"]),
-                   max_len=config.get("max_len", 20), max_output=config.get("max_output"))
+        try:
+            return cls(model.to(map_location), Vocab(config["src_vocab"]), Vocab(config["tgt_vocab"]),
+                       max_len=config.get("max_len", 20), max_output=config.get("max_output"))
+        except (TypeError, ValueError) as err:  # duplicated words, vocabularies that do not fit the model...
+            raise CheckpointError(f"{str(path)!r} holds vocabularies or settings that do not fit its model: "
+                                  f"{err}") from None
 
 
 def plot_alignment(weights, source: Sequence[str], target: Sequence[str], ax=None, *, sure=None, possible=None,

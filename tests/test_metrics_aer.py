@@ -72,3 +72,13 @@ def test_links_from_attention():
         metrics.alignment_links(torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="threshold must be a number between 0 and 1"):
         metrics.alignment_links(weights, threshold=2)
+
+
+def test_matrices_none_and_nan_are_refused():
+    matrix = torch.eye(3)
+    with pytest.raises(TypeError, match="use metrics.alignment_links"):
+        metrics.alignment_error_rate(matrix, {(0, 0)})
+    with pytest.raises(TypeError, match="got None"):
+        metrics.alignment_error_rate(None, {(0, 0)})
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.alignment_links(torch.tensor([[0.5, float("nan")]]))

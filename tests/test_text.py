@@ -71,11 +71,11 @@ def test_encode_decode_and_unknown():
 def test_pad_and_mask():
     padded = text.pad_sequences([[5, 6, 7], [8]])
     assert padded.tolist() == [[5, 6, 7], [8, PAD, PAD]] and padded.dtype == torch.long
-    assert text.padding_mask(padded).tolist() == [[True] * 3, [True, False, False]]
+    assert text.real_tokens(padded).tolist() == [[True] * 3, [True, False, False]]
     with pytest.raises(ValueError, match="at least one sequence"):
         text.pad_sequences([])
     with pytest.raises(TypeError, match="integer tensor"):
-        text.padding_mask(padded.float())
+        text.real_tokens(padded.float())
 
 
 def test_batches_shift_the_target_and_cover_every_example():

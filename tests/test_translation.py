@@ -143,6 +143,28 @@ def test_bad_tokens_are_explained():
         model(torch.zeros(2, 3, dtype=torch.long), tgt_in[:2])
 
 
+@pytest.mark.parametrize("make", MODELS)
+def test_bad_shapes_are_explained(make):
+    model = make()
+    src, tgt_in = batch()
+    with pytest.raises(ValueError, match="the same number of sentences, got 3 and 2"):
+        model(src, tgt_in[:2])
+    with pytest.raises(ValueError, match="src has no tokens"):
+        model(src[:, :0], tgt_in)
+    with pytest.raises(ValueError, match="padded on the left"):
+        model.encode(torch.tensor([[PAD, 5, 6]]))
+    state = model.encode(src)
+    token = torch.full((3,), BOS)
+    with pytest.raises(ValueError, match=r"token must have 1 dimension"):
+        model.decode_step(token[:, None], state)
+    with pytest.raises(ValueError, match=r"one id per sentence of the state: shape \(3,\), got \(2,\)"):
+        model.decode_step(token[:2], state)
+    with pytest.raises(ValueError, match=r"token must hold ids in \[0, 40\)"):
+        model.decode_step(token + 100, state)
+    with pytest.raises(TypeError, match="state must be the dict returned by encode"):
+        model.decode_step(token, None)
+
+
 def test_build_translator_rebuilds_from_config():
     for model in (rnn("luong"), transformer()):
         rebuilt = seq2seq.build_translator(model.config)
@@ -278,8 +300,8 @@ def test_translate_returns_tokens_and_the_attention(tiny):
 @pytest.mark.parametrize(("sentence", "error", "message"), [
     ("", ValueError, "the sentence is empty"),
     ("   ", ValueError, "the sentence is empty"),
-    ("i love xyzzy", ValueError, r"unknown word 'xyzzy': the vocabulary has \d+ English words"),
-    ("i lovve you", ValueError, r"did you mean 'lovve' -> 'love'"),
+    ("i love xyzzy", ValueError, r"'xyzzy' is not in the vocabulary of \d+ English words"),
+    ("i lovve you", ValueError, r"for 'lovve', did you mean 'love'"),
     (" ".join(["dog"] * 21), ValueError, "has 21 tokens; this model translates at most 20"),
     (42, TypeError, "sentence must be a string"),
 ])
@@ -317,6 +339,18 @@ def test_translator_checks_vocabulary_sizes(tiny):
     _, translator, _ = tiny
     with pytest.raises(ValueError, match="built for vocabularies of"):
         translate.Translator(translator.model, translator.tgt_vocab, translator.src_vocab)
+    small = seq2seq.TransformerTranslator(len(translator.src_vocab), len(translator.tgt_vocab), embed_dim=16,
+                                          num_heads=2, num_layers=1, hidden_dim=32, max_len=30)
+    with pytest.raises(ValueError, match="the model has 30 positions"):
+        translate.Translator(small, translator.src_vocab, translator.tgt_vocab, max_len=20)
+
+
+def test_final_punctuation_is_dropped_and_empty_pairs_refused(tiny):
+    _, translator, _ = tiny
+    assert translator.source_tokens("I love you.")[0] == ["i", "love", "you"]
+    assert translator.source_tokens("i love you !")[0] == ["i", "love", "you"]
+    with pytest.raises(ValueError, match="pair 0 has an empty English sentence"):
+        translator.evaluate([("", "te quiero")])
 
 
 def test_checkpoint_round_trip_and_clear_errors(tiny, tmp_path):
@@ -334,6 +368,11 @@ def test_checkpoint_round_trip_and_clear_errors(tiny, tmp_path):
         translate.Translator.load(foreign)
     with pytest.raises(CheckpointError, match="no such file"):
         translate.Translator.load(tmp_path / "missing.pt")
+    payload = torch.load(path, weights_only=False)
+    payload["config"]["src_vocab"] = payload["config"]["src_vocab"][:-1] + [payload["config"]["src_vocab"][5]]
+    torch.save(payload, tmp_path / "duplicated.pt")
+    with pytest.raises(CheckpointError, match="do not fit its model"):
+        translate.Translator.load(tmp_path / "duplicated.pt")
 
 
 def test_plot_alignment_marks_gold_links(tiny):

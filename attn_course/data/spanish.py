@@ -150,8 +150,8 @@ boy             -           niño         m  person
 girl            -           niña         f  person
 brother         -           hermano      m  person family
 sister          -           hermana      f  person family
-father          -           padre        m  person family
-mother          -           madre        f  person family
+father          -           padre        m  person family singular
+mother          -           madre        f  person family singular
 son             -           hijo         m  person family
 daughter        -           hija         f  person family
 grandfather     -           abuelo       m  person family
@@ -274,12 +274,12 @@ tall           alto          ser     person
 short          bajo          ser     person
 young          joven         ser     person animal
 old            viejo         ser     person animal object clothing place
-new            nuevo         ser     object clothing place
+new            nuevo         ser     object clothing building town
 beautiful      hermoso       ser     person animal object clothing place
 ugly           feo           ser     person animal object clothing place
 expensive      caro          ser     object clothing food drink
 cheap          barato        ser     object clothing food drink
-delicious      delicioso     ser     food drink
+delicious      delicioso     estar   food drink
 sweet          dulce         ser     food drink
 hot            caliente      estar   food drink
 cold           frío          estar   food drink place
@@ -297,7 +297,7 @@ dirty          sucio         estar   object clothing place
 quiet          tranquilo     estar   person animal place
 empty          vacío         estar   container
 full           lleno         estar   container
-modern         moderno       ser     object place
+modern         moderno       ser     object building town
 famous         famoso        ser     person place
 """
 
@@ -643,6 +643,18 @@ class _NP:
 
 _TENSES = ("present", "past", "future")
 _TENSE_WEIGHTS = (0.5, 0.25, 0.25)
+_SIZES = ("big", "small")
+_ODD = {("baby", "old"), ("baby", "tall"), ("baby", "short"), ("banana", "red"), ("lemon", "red")}
+_ANIMAL_DRINKS = ("water", "milk")
+
+
+def _suits(noun: Noun, adjective: Adjective) -> bool:
+    """Whether the grammar may put ``adjective`` with ``noun``: the classes match, and the pair is not one
+    a speaker would find odd (*the big meat*: size does not describe a mass noun; *an old baby*)."""
+    return bool(adjective.tags & noun.tags) and not (noun.mass and adjective.en in _SIZES) and \
+        (noun.en, adjective.en) not in _ODD
+_ANIMATE_VERBS = ("hug", "watch")  # their animal objects take the personal *a* too: *abrazo al gato*
+_NOT_AFTER_WANT = ("want", "love", "need")  # "I want to want", "I want to need": not said
 
 
 class _Grammar:
@@ -681,10 +693,10 @@ class _Grammar:
     def adjectives(noun_tags: frozenset[str]) -> list[Adjective]:
         return [a for a in ADJECTIVES if a.tags & noun_tags]
 
-    def adjective_for(self, noun_tags: frozenset[str], p: float = 0.5) -> Adjective | None:
+    def adjective_for(self, noun: Noun, p: float = 0.5) -> Adjective | None:
         if not self.flip(p):
             return None
-        options = self.adjectives(noun_tags)
+        options = [a for a in self.adjectives(noun.tags) if _suits(noun, a)]
         return self.choice(options) if options else None
 
     def noun_phrase(self, tags: Iterable[str], *, bare: bool = False, adjective: float = 0.5,
@@ -694,7 +706,7 @@ class _Grammar:
         if "person" in tags and self.flip(names):
             return _NP(None, name=self.choice(NAMES))
         noun = self.choice(self.nouns(tags))
-        is_plural = not noun.mass and self.flip(plural)
+        is_plural = not noun.mass and self.flip(plural) and "singular" not in noun.tags  # padres: parents
         if noun.mass:
             dets = ["the", "my", "your", "his", "her", "our", "their", "this"] + ([None] * 3 if bare else [])
         elif is_plural:
@@ -707,7 +719,7 @@ class _Grammar:
         det = self.choice(dets)
         if det == "number":
             det = self.choice(_NUMBERS)[0]
-        return _NP(noun, is_plural, det, self.adjective_for(noun.tags, adjective))
+        return _NP(noun, is_plural, det, self.adjective_for(noun, adjective))
 
     def subject(self, tags: frozenset[str] = frozenset({"person"}), pronoun: float = 0.5):
         """A subject: ("pronoun", person, english word, gender) or ("np", _NP)."""
@@ -840,12 +852,16 @@ class _Grammar:
         np = self.noun_phrase(verb.objects, bare=True, names=0.15 if "person" in verb.objects else 0.0)
         if verb.en == "have" and np.name:
             np = self.noun_phrase({"family"})
+        if verb.en == "have" and "family" in np.tags and np.det not in ("a", *(n for n, _ in _NUMBERS)):
+            # "lucía has the aunt": a family member one has is indefinite (*tiene una tía*, *tiene dos tías*)
+            np = _NP(np.noun, np.plural, self.choice(_NUMBERS)[0] if np.plural else "a", np.adjective)
         return np
 
     @staticmethod
-    def _personal_a(b: _Builder, np: _NP, role: str) -> bool:
-        """Spanish marks a person object with *a* (*a + el* = *al*); True if it wrote the determiner too."""
-        if "person" not in np.tags:
+    def _personal_a(b: _Builder, np: _NP, role: str, animals: bool = False) -> bool:
+        """Spanish marks a person object with *a* (*a + el* = *al*), and an animal one treated as someone
+        (``animals``: *abrazo al perro*); True if it wrote the determiner too."""
+        if "person" not in np.tags and not (animals and "animal" in np.tags):
             return False
         if np.spanish_determiner() == "el":
             b.spanish("al", f"{role}.det", (f"{role}.noun",))
@@ -860,12 +876,21 @@ class _Grammar:
             return self.noun_phrase({"person"}, names=0.2, plural=0.15, adjective=0.3)
         return None
 
+    def _verb_fits(self, verb: Verb) -> bool:
+        """Whether ``verb`` suits the subject and object fixed in advance (by ``example``), if any."""
+        subject, obj = self.fixed.get("subject"), self.fixed.get("object")
+        return (subject is None or bool(_subject_tags(subject) & verb.subjects)) and \
+            (obj is None or isinstance(obj, tuple) or bool(obj.tags & verb.objects))
+
     def transitive(self):
-        verb = self.pick("verb", lambda: self.choice(VERBS))
+        verb = self.pick("verb", lambda: self.choice([v for v in VERBS if self._verb_fits(v)]))
         subject = self.pick("subject", lambda: self.subject(verb.subjects))
         obj = self.pick("object", lambda: self._object_np(verb))
-        if subject[0] == "np" and obj.name and subject[1].name == obj.name and "object" not in self.fixed:
-            obj = self.noun_phrase(verb.objects - {"person"} or {"object"})
+        while subject[0] == "np" and obj.name and subject[1].name == obj.name and "object" not in self.fixed:
+            obj = self._object_np(verb)  # "pedro helps pedro": draw another object of the verb's classes
+        while verb.en == "drink" and subject[0] == "np" and "animal" in subject[1].tags and \
+                obj.noun.en not in _ANIMAL_DRINKS and "object" not in self.fixed:
+            obj = self._object_np(verb)  # the cat drinks milk, not wine
         tense = self.pick("tense", self.tense)
         question, negative = self._mood()
         adjunct = self._with_adjunct(verb)
@@ -880,7 +905,7 @@ class _Grammar:
                 adjunct.english(b, "adj2")
 
         def rest_es(b):
-            skip = personal and self._personal_a(b, obj, "obj")
+            skip = personal and self._personal_a(b, obj, "obj", animals=verb.en in _ANIMATE_VERBS)
             obj.spanish(b, "obj", skip_det=skip)
             if adjunct:
                 b.spanish("con", "with")
@@ -892,13 +917,18 @@ class _Grammar:
         return b, "transitive", tense, combos | (adjunct.combos if adjunct else set())
 
     def clitic(self):
-        verbs = [v for v in VERBS if "person" in v.objects]
+        verbs = [v for v in VERBS if "person" in v.objects and self._verb_fits(v)]
         verb = self.pick("verb", lambda: self.choice(verbs))
-        subject = self.pick("subject", lambda: self.subject(frozenset({"person"}) & verb.subjects or verb.subjects,
-                                                              pronoun=0.65))
+        def draw_subject():
+            while True:
+                subject = self.subject(frozenset({"person"}) & verb.subjects or verb.subjects, pronoun=0.65)
+                fixed_object = self.fixed.get("object")
+                if not (fixed_object and subject[0] == "pronoun" and _reflexive(subject[1], fixed_object[2])):
+                    return subject
+
+        subject = self.pick("subject", draw_subject)
         person = self._person(subject)
-        options = [p for p in _OBJECT_PRONOUNS
-                   if not (subject[0] == "pronoun" and (p[2] == person or {p[2], person} == {"1s", "1p"}))]
+        options = [p for p in _OBJECT_PRONOUNS if not (subject[0] == "pronoun" and _reflexive(person, p[2]))]
         en_obj, es_obj, _ = self.pick("object", lambda: self.choice(options))
         tense = self.pick("tense", self.tense)
         question, negative = self._mood(0.25)
@@ -940,9 +970,31 @@ class _Grammar:
             word = self.choice(word)
         return ("pronoun", person, word, "m")
 
+    def _definite(self, subject):
+        """A subject with a definite, possessive or demonstrative determiner: *where was a woman?* and
+        *a cat is under the table* are not what people say."""
+        return ("np", self._definite_np(subject[1])) if subject[0] == "np" else subject
+
+    def _definite_np(self, np: _NP) -> _NP:
+        if np.det not in ("a", "an") and not (np.det is None and not np.name):
+            return np
+        dets = ["the", "the", "the", "this" if not np.plural else "these"]
+        if "nopossessive" not in np.noun.tags:
+            dets += ["my", "your", "our"]
+        return _NP(np.noun, np.plural, self.choice(dets), np.adjective)
+
     def _subject_for_adjective(self):
-        subject = self.pick("subject", lambda: self.subject(
-            frozenset({"person", "animal", "object", "clothing", "place", "food", "drink"}), pronoun=0.35))
+        """A subject and an adjective that suits it, neither the subject's own adjective nor its opposite
+        (*the cold rice is hot*)."""
+        tags = frozenset({"person", "animal", "object", "clothing", "place", "food", "drink"})
+        fixed_adjective = self.fixed.get("adjective")
+        if fixed_adjective is not None:
+            tags = fixed_adjective.tags
+        subject = self.pick("subject", lambda: self._definite(self.subject(tags, pronoun=0.35)))
+        if fixed_adjective is not None and "subject" not in self.fixed and subject[0] == "np" and \
+                subject[1].adjective is not None and _clash(fixed_adjective, subject[1].adjective):
+            np = subject[1]
+            subject = ("np", _NP(np.noun, np.plural, np.det, None, np.name))
         if subject[0] == "pronoun":
             tags, gender, plural = frozenset({"person"}), subject[3], subject[1] in ("1p", "3p")
         else:
@@ -950,7 +1002,9 @@ class _Grammar:
             tags, gender, plural = np.tags, np.gender, np.plural
         options = self.adjectives(tags)
         if subject[0] == "np" and subject[1].adjective is not None:
-            options = [a for a in options if a is not subject[1].adjective]
+            options = [a for a in options if not _clash(a, subject[1].adjective)]
+        if subject[0] == "np" and subject[1].noun is not None:
+            options = [a for a in options if _suits(subject[1].noun, a)]
         return subject, self.pick("adjective", lambda: self.choice(options)), gender, plural
 
     def copula(self):
@@ -1010,12 +1064,13 @@ class _Grammar:
         np.spanish(b, "loc", skip_det=skip)
 
     def location(self):
-        subject = self.subject(frozenset({"person", "animal", "object"}), pronoun=0.3)
+        subject = self.pick("subject", lambda: self._definite(
+            self.subject(frozenset({"person", "animal", "object"}), pronoun=0.3)))
         if subject[0] == "np" and not (subject[1].tags & {"person", "animal", "portable"}):
-            subject = ("np", self.noun_phrase({"portable"}, names=0.0, plural=0.25))
+            subject = ("np", self._definite_np(self.noun_phrase({"portable"}, names=0.0, plural=0.25)))
         tags = frozenset({"person"}) if subject[0] == "pronoun" else subject[1].tags
         prep, place = self._location_np(tags)
-        tense = self.tense()
+        tense = self.pick("tense", self.tense)
         question, negative = self._mood()
         form = ESTAR["imperfect" if tense == "past" else tense][self._person(subject)]
         b = _Builder()
@@ -1041,9 +1096,9 @@ class _Grammar:
         return b, "location", tense, combos
 
     def go(self):
-        subject = self.subject()
+        subject = self.pick("subject", self.subject)
         place = self.noun_phrase({"place"}, plural=0.0, adjective=0.4)
-        tense = self.tense()
+        tense = self.pick("tense", self.tense)
         question, negative = self._mood()
         adjunct = self.noun_phrase({"person"}, names=0.2, plural=0.15, adjective=0.3) if self.flip(0.15) else None
 
@@ -1070,10 +1125,10 @@ class _Grammar:
         return b, "go", tense, combos | (adjunct.combos if adjunct else set())
 
     def live(self):
-        subject = self.subject()
+        subject = self.pick("subject", self.subject)
         prep = self.choice(("in", "near"))
         place = self.noun_phrase({"town", "home"} if prep == "in" else {"place"}, plural=0.0, adjective=0.4)
-        tense = self.tense(("present", "future"), (0.7, 0.3))
+        tense = self.pick("tense", lambda: self.tense(("present", "future"), (0.7, 0.3)))
         question, negative = self._mood()
 
         def rest_en(b):
@@ -1085,10 +1140,13 @@ class _Grammar:
         return b, "live", tense, place.combos | (subject[1].combos if subject[0] == "np" else set())
 
     def want_to(self):
-        verb = self.choice([v for v in VERBS if v.en not in ("want", "love")])
-        subject = self.subject(frozenset({"person"}))
-        obj = self._object_np(verb)
-        tense = self.tense(("present", "past"), (0.7, 0.3))
+        verb = self.pick("verb", lambda: self.choice([v for v in VERBS if v.en not in _NOT_AFTER_WANT
+                                                      and self._verb_fits(v)]))
+        subject = self.pick("subject", lambda: self.subject(frozenset({"person"})))
+        obj = self.pick("object", lambda: self._object_np(verb))
+        while subject[0] == "np" and obj.name and subject[1].name == obj.name and "object" not in self.fixed:
+            obj = self._object_np(verb)  # "ana wants to draw ana": draw another object
+        tense = self.pick("tense", lambda: self.tense(("present", "past"), (0.7, 0.3)))
         question, negative = self._mood()
 
         def rest_en(b):
@@ -1099,7 +1157,7 @@ class _Grammar:
 
         def rest_es(b):
             b.spanish(verb.infinitive, "inf", ("to", "inf.particle"))
-            skip = verb.en != "have" and self._personal_a(b, obj, "obj")
+            skip = verb.en != "have" and self._personal_a(b, obj, "obj", animals=verb.en in _ANIMATE_VERBS)
             obj.spanish(b, "obj", skip_det=skip)
 
         def add_to(b):  # "want to": the "to" sits between the two verbs
@@ -1112,9 +1170,11 @@ class _Grammar:
         return b, "want_to", tense, obj.combos | (subject[1].combos if subject[0] == "np" else set())
 
     def where(self):
-        subject = self.subject(frozenset({"person", "animal", "portable"}), pronoun=0.3)
-        if self.flip(0.3) and (subject[0] == "pronoun" or "person" in subject[1].tags):
-            tense = self.tense(("present", "future"), (0.7, 0.3))
+        subject = self.pick("subject", lambda: self._definite(
+            self.subject(frozenset({"person", "animal", "portable"}), pronoun=0.3)))
+        live = self.flip(0.3) and self.fixed.get("tense") != "past"
+        if live and (subject[0] == "pronoun" or "person" in subject[1].tags):
+            tense = self.pick("tense", lambda: self.tense(("present", "future"), (0.7, 0.3)))
             b = _Builder()
             b.english("where", "where")
             self._english_clause(b, subject, ("live", "lives", "lived"), tense, False, True)
@@ -1126,7 +1186,7 @@ class _Grammar:
             self._spanish_subject(b, subject)
             b.spanish("?", "?")
         else:
-            tense = self.tense()
+            tense = self.pick("tense", self.tense)
             b = _Builder()
             b.english("where", "where")
             self._english_be(b, subject, tense, False, True)
@@ -1149,7 +1209,113 @@ class _Grammar:
 
 # --- one sentence, chosen -------------------------------------------------------------------------------
 
+_ANTONYMS = (("big", "small"), ("old", "young"), ("old", "new"), ("hot", "cold"), ("clean", "dirty"),
+             ("empty", "full"), ("expensive", "cheap"), ("tall", "short"), ("happy", "sad"),
+             ("beautiful", "ugly"))
+_COLOURS = frozenset({"red", "green", "blue", "yellow", "white", "black", "grey", "brown"})
+
+
+def _clash(a: Adjective, b: Adjective) -> bool:
+    """Whether a predicate ``a`` repeats or contradicts an attribute ``b`` (*the red car is blue*)."""
+    return a.en == b.en or (a.en, b.en) in _ANTONYMS or (b.en, a.en) in _ANTONYMS or \
+        (a.en in _COLOURS and b.en in _COLOURS)
+
+
 PATTERNS = ("transitive", "clitic", "gustar", "copula", "location", "go", "live", "want_to", "where")
+def _reflexive(subject_person: str, object_person: str) -> bool:
+    """Whether an object pronoun would refer to the subject pronoun itself (*I see me*, *we see me*):
+    Spanish would need a reflexive. Third persons are other people (*she loves him*, *they see them*)."""
+    if subject_person == object_person:
+        return subject_person in ("1s", "2s", "1p")
+    return {subject_person, object_person} == {"1s", "1p"}
+
+
+def _subject_tags(subject) -> frozenset[str]:
+    return frozenset({"person"}) if subject[0] == "pronoun" else subject[1].tags
+
+
+def _describe(subject) -> str:
+    if subject[0] == "pronoun":
+        return repr(subject[2])
+    np = subject[1]
+    return repr(np.name[0] if np.name else np.noun.en) + f" ({', '.join(sorted(np.tags - {'nopossessive'}))})"
+
+
+_ALLOWED = {  # the choices each pattern takes
+    "transitive": {"subject", "verb", "object", "tense", "question", "negative", "with"},
+    "clitic": {"subject", "verb", "object", "tense", "question", "negative"},
+    "gustar": {"subject", "object", "tense", "question", "negative"},
+    "copula": {"subject", "adjective", "tense", "question", "negative"},
+    "location": {"subject", "tense", "question", "negative"},
+    "go": {"subject", "tense", "question", "negative"},
+    "live": {"subject", "tense", "question", "negative"},
+    "want_to": {"subject", "verb", "object", "tense", "question", "negative"},
+    "where": {"subject", "tense"},
+}
+_PATTERN_TENSES = {"live": ("present", "future"), "want_to": ("present", "past")}
+_PATTERN_SUBJECTS = {"location": {"person", "animal", "portable"}, "where": {"person", "animal", "portable"},
+                     "go": {"person"}, "live": {"person"}, "want_to": {"person"}}
+_GUSTAR_OBJECTS = frozenset({"animal", "food", "drink", "object", "clothing", "place"})
+
+
+def _check_choices(pattern: str, fixed: dict) -> None:
+    """Raise ValueError for choices the grammar would never make, as the sampler would not."""
+    extra = set(fixed) - _ALLOWED[pattern]
+    if extra:
+        raise ValueError(f"the pattern {pattern!r} takes no {', '.join(sorted(extra))}; its choices are "
+                         f"{', '.join(sorted(_ALLOWED[pattern]))}")
+    subject, verb, obj = fixed.get("subject"), fixed.get("verb"), fixed.get("object")
+    if "tense" in fixed and fixed["tense"] not in _PATTERN_TENSES.get(pattern, _TENSES):
+        raise ValueError(f"the pattern {pattern!r} uses the tenses {', '.join(_PATTERN_TENSES[pattern])}, "
+                         f"not {fixed['tense']!r}")
+    if subject is not None and pattern in _PATTERN_SUBJECTS and not _subject_tags(subject) & \
+            _PATTERN_SUBJECTS[pattern]:
+        raise ValueError(f"the pattern {pattern!r} needs a subject that is one of "
+                         f"{', '.join(sorted(_PATTERN_SUBJECTS[pattern]))}, got {_describe(subject)}")
+    if pattern == "gustar":
+        if subject is not None and subject[0] != "pronoun":
+            raise ValueError(f"the 'gustar' pattern takes a pronoun subject (i, you, he, she, we, they), "
+                             f"got {_describe(subject)}")
+        if obj is not None and not obj.tags & _GUSTAR_OBJECTS:
+            raise ValueError(f"'like' takes a thing, an animal, food or a place here, got "
+                             f"{obj.name[0] if obj.name else obj.noun.en!r}")
+    if pattern == "copula" and "adjective" in fixed:
+        adjective = fixed["adjective"]
+        if subject is not None and (not adjective.tags & _subject_tags(subject) or (
+                subject[0] == "np" and subject[1].noun is not None and not _suits(subject[1].noun, adjective))):
+            raise ValueError(f"{adjective.en!r} does not describe {_describe(subject)} in this grammar (it "
+                             f"describes {', '.join(sorted(adjective.tags))})")
+        if subject is not None and subject[0] == "np" and subject[1].adjective is not None and \
+                _clash(adjective, subject[1].adjective):
+            raise ValueError(f"'{subject[1].adjective.en} ... is {adjective.en}' repeats or contradicts itself")
+    if pattern == "want_to" and verb is not None and verb.en in _NOT_AFTER_WANT:
+        raise ValueError(f"'want to {verb.en}' is not a sentence of this grammar; use another verb")
+    if verb is not None and pattern in ("transitive", "clitic", "want_to"):
+        if subject is not None and not _subject_tags(subject) & verb.subjects:
+            raise ValueError(f"{verb.en!r} takes a subject that is one of {', '.join(sorted(verb.subjects))}, "
+                             f"got {_describe(subject)}")
+        if pattern == "clitic" and "person" not in verb.objects:
+            raise ValueError(f"{verb.en!r} does not take a person as its object, so no object pronoun")
+        if pattern != "clitic" and obj is not None and not obj.tags & verb.objects:
+            raise ValueError(f"{verb.en!r} takes an object that is one of {', '.join(sorted(verb.objects))}, "
+                             f"got {obj.name[0] if obj.name else obj.noun.en!r}")
+        if verb.en == "have" and obj is not None and pattern != "clitic" and obj.name:
+            raise ValueError("'have' takes a thing, an animal or a family member, not a name")
+    if pattern in ("transitive", "want_to") and verb is None and obj is not None and \
+            not any(obj.tags & v.objects and (subject is None or _subject_tags(subject) & v.subjects)
+                    for v in VERBS):
+        raise ValueError(f"no verb of the lexicon takes {_describe(('np', obj))} as its object")
+    if pattern == "clitic" and subject is not None and obj is not None and subject[0] == "pronoun" and \
+            _reflexive(subject[1], obj[2]):
+        raise ValueError(f"{subject[2]!r} ... {obj[0]!r} is the subject itself: Spanish would need a "
+                         f"reflexive verb, which this grammar does not have")
+    if subject is not None and obj is not None and subject[0] == "np" and not isinstance(obj, tuple) and \
+            subject[1].name and subject[1].name == obj.name:
+        raise ValueError("the subject and the object are the same person: Spanish would need a reflexive")
+    if "with" in fixed and "person" not in fixed["with"].tags:
+        raise ValueError("'with' takes a person here")
+
+
 _DETERMINERS = {"the", "a", "an", "this", "these", *_POSSESSIVES, *(n for n, _ in _NUMBERS)}
 _PRONOUN_SUBJECTS = {"i": ("1s", "m"), "you": ("2s", "m"), "he": ("3s", "m"), "she": ("3s", "f"),
                      "we": ("1p", "m"), "they": ("3p", "m")}
@@ -1173,9 +1339,15 @@ def _parse_np(text: str) -> _NP:
         raise ValueError(f"{text!r} is not a noun phrase of the grammar: [determiner] [adjective] noun, e.g. "
                          f"'the red house', or a name ({', '.join(names)})")
     noun, plural = noun
-    if adjective is not None and not adjective.tags & noun.tags:
+    if plural and "singular" in noun.tags:
+        raise ValueError(f"{text!r}: the plural of {noun.es!r} means parents in Spanish; this grammar keeps "
+                         f"{noun.en!r} singular")
+    if adjective is not None and not _suits(noun, adjective):
         raise ValueError(f"{adjective.en!r} does not suit {noun.en!r} in this grammar (it describes "
                          f"{', '.join(sorted(adjective.tags))})")
+    if det in _POSSESSIVES and "nopossessive" in noun.tags:
+        raise ValueError(f"{text!r} is not what English says for a person; try 'the {noun.en}' or "
+                         f"'my friend'")
     if det is None and not (plural or noun.mass):
         raise ValueError(f"{text!r} needs a determiner: a singular noun such as {noun.en!r} takes 'the', 'a', "
                          f"'my'...")
@@ -1236,6 +1408,7 @@ def example(pattern: str, *, seed: int = 0, **choices) -> Pair:
         else:
             raise TypeError(f"unknown choice {name!r}: use subject, verb, object, adjective, tense, question, "
                             f"negative or with")
+    _check_choices(pattern, fixed)
     grammar = _Grammar(random.Random(seed), fixed)
     b, kind, tense, combos = getattr(grammar, pattern)()
     return Pair(tuple(b.en), tuple(b.es), frozenset(b.sure), frozenset(b.possible), kind, tense,
@@ -1281,7 +1454,7 @@ class Corpus:
 
 def compatible_combos() -> list[tuple[str, str]]:
     """Every (noun, adjective) combination the grammar can produce, in lexicon order."""
-    return [(n.en, a.en) for n in NOUNS for a in ADJECTIVES if a.tags & n.tags]
+    return [(n.en, a.en) for n in NOUNS for a in ADJECTIVES if _suits(n, a)]
 
 
 def _hold_out(rng: random.Random, fraction: float) -> tuple[set, set]:

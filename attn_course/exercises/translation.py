@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
-from ..masking import masked_softmax
+from ..masking import masked_softmax, padding_mask
 from ..scoring import additive_score
 from . import Case, Exercise, Mistake, register
 from ._grader import randn
@@ -40,7 +40,7 @@ def _step_case(gen, label, batch, ls, d, dk, a, lengths=None, dtype=torch.float3
     state = randn(gen, batch, d, dtype=dtype)
     keys = randn(gen, batch, ls, dk, dtype=dtype)
     lengths = torch.tensor(lengths if lengths is not None else [ls] * batch)
-    mask = torch.arange(ls)[None, :] < lengths[:, None]  # (B, Ls)
+    mask = padding_mask(lengths, ls)[:, 0]  # (B, 1, Ls) -> (B, Ls)
     W_q, W_k = randn(gen, a, d, dtype=dtype, scale=0.5), randn(gen, a, dk, dtype=dtype, scale=0.5)
     v = randn(gen, a, dtype=dtype)
     return Case(label, (state, keys, mask, W_q, W_k, v))
@@ -67,6 +67,10 @@ def _attention_variant(mask_mode="mask", dim=-1, tanh=True, values="keys"):
             weights = masked_softmax(scores, mask, dim=dim)
         elif mask_mode == "inverted":
             weights = masked_softmax(scores, ~mask, dim=dim)
+        elif mask_mode == "after":  # zero the padding after the softmax, without renormalising
+            weights = torch.softmax(scores, dim=dim) * mask
+        elif mask_mode == "zero":  # a score of 0 is not "no attention": exp(0) = 1
+            weights = torch.softmax(scores.masked_fill(~mask, 0.0), dim=dim)
         else:
             weights = torch.softmax(scores, dim=dim)
         source = keys if values == "keys" else projected
@@ -87,6 +91,14 @@ register(Exercise(
                 "masking.masked_softmax(scores, mask), or scores.masked_fill(~mask, torch.finfo("
                 "scores.dtype).min) and then the softmax.",
                 _attention_variant(mask_mode="none")),
+        Mistake("the padding was zeroed after the softmax, so the weights no longer sum to 1",
+                "mask the scores before normalising (fill the padding with torch.finfo(dtype).min, then "
+                "softmax), or divide the masked weights by their sum again.",
+                _attention_variant(mask_mode="after")),
+        Mistake("the padding scores were set to 0, which still gets weight",
+                "a score of 0 is an ordinary score: exp(0) = 1. Fill the padding with a very negative "
+                "number, torch.finfo(scores.dtype).min, so that its weight after the softmax is 0.",
+                _attention_variant(mask_mode="zero")),
         Mistake("the mask is inverted (True means a real word here)",
                 "the course's masks are True where attention may look: keep the True positions, fill the "
                 "False ones (masked_fill(~mask, ...)).",
@@ -135,20 +147,40 @@ def greedy_tokens(state: torch.Tensor, step, bos: int, eos: int, max_len: int) -
 
 
 BOS_ID, EOS_ID = 1, 2
+NO_LIMIT_MESSAGE = ("step was called more than max_len + 1 = {limit} times for one sentence: the decoding loop "
+                    "has no length limit")
+
+
+def _is_start(token, state, start) -> bool:
+    """Whether ``step(token, state)`` begins a decoding: BOS fed with the initial state."""
+    try:
+        return (int(token) == BOS_ID and isinstance(state, torch.Tensor) and state.shape == start.shape
+                and torch.equal(state.to(start.dtype), start))
+    except (TypeError, ValueError, RuntimeError):
+        return False
 
 
 class _Step:
     """A small random recurrent decoder: state' = tanh(W state + E[token]), logits = O state' + bias."""
 
-    def __init__(self, gen, vocab, dim, dtype, eos_bias=0.0):
+    def __init__(self, gen, vocab, dim, dtype, eos_bias=0.0, max_len=8):
         self.embed = randn(gen, vocab, dim, dtype=dtype, scale=1.5)
         self.recur = randn(gen, dim, dim, dtype=dtype, scale=0.9 / dim**0.5)
         self.out = randn(gen, vocab, dim, dtype=dtype, scale=2.0)
         self.bias = torch.zeros(vocab, dtype=dtype)
         self.bias[EOS_ID] = eos_bias
         self.bias[BOS_ID] = -50.0  # a decoder never says BOS again
+        # A decoding loop without a length limit never ends on a decoder that never says EOS: count the
+        # calls of one decoding (it starts with BOS and the initial state) and stop it with an error.
+        self.max_len, self.start, self.calls, self.total = max_len, None, 0, 0
 
     def __call__(self, token, state):
+        if self.start is not None and _is_start(token, state, self.start):
+            self.calls = 0
+        self.calls += 1
+        self.total += 1
+        if self.calls > self.max_len + 1 or self.total > 200_000:
+            raise RuntimeError(NO_LIMIT_MESSAGE.format(limit=self.max_len + 1))
         state = torch.tanh(self.recur @ state + self.embed[int(token)])
         return self.out @ state + self.bias, state
 
@@ -160,8 +192,9 @@ def _greedy_case(gen, label, vocab=9, dim=6, max_len=8, dtype=torch.float32, wan
     """Draw decoders until greedy decoding behaves as ``want`` says: "stops" at EOS after 2 or more
     tokens, "runs" to the limit, "empty" (EOS first)."""
     for _ in range(200):
-        step = _Step(gen, vocab, dim, dtype, eos_bias)
+        step = _Step(gen, vocab, dim, dtype, eos_bias, max_len)
         state = randn(gen, dim, dtype=dtype)
+        step.start = state.clone()
         out, _ = greedy_tokens(state, step, BOS_ID, EOS_ID, max_len)
         reached = _ends_with_eos(state, step, max_len)
         if (want == "stops" and 2 <= len(out) < max_len and reached) or \
@@ -194,11 +227,11 @@ def _greedy_cases(gen):
 
 
 def _greedy_variant(stop=True, keep_eos=False, keep_bos=False, extra=0, feed="argmax", update=True,
-                    scores="log_softmax"):
+                    scores="log_softmax", limit=True):
     def variant(state, step, bos, eos, max_len):
         tokens, log_probs, token = ([bos] if keep_bos else []), ([state.new_zeros(())] if keep_bos else []), bos
         start = state
-        while len(tokens) - keep_bos < max_len + extra:
+        while not limit or len(tokens) - keep_bos < max_len + extra:
             logits, new_state = step(token, state if update else start)
             state = new_state
             best = int(logits.argmax())
@@ -207,10 +240,14 @@ def _greedy_variant(stop=True, keep_eos=False, keep_bos=False, extra=0, feed="ar
                 break
             tokens.append(best)
             log_probs.append({"log_softmax": torch.log_softmax(logits, -1), "logits": logits,
+                              "cumulative": torch.log_softmax(logits, -1),
                               "softmax": torch.softmax(logits, -1)}[scores][best])
             if stop and best == eos:
                 break
-        return torch.tensor(tokens, dtype=state.dtype), torch.stack(log_probs) if log_probs else state.new_zeros(0)
+        log_probs = torch.stack(log_probs) if log_probs else state.new_zeros(0)
+        if scores == "cumulative":
+            log_probs = log_probs.cumsum(0)
+        return torch.tensor(tokens, dtype=state.dtype), log_probs
     return variant
 
 
@@ -221,7 +258,16 @@ register(Exercise(
     cases=_greedy_cases,
     outputs=("tokens", "log_probs"),
     diagnose_first="tokens",
+    error_hints=(
+        ("stack expects a non-empty TensorList",
+         "when the first token is EOS there is nothing to stack: return empty tensors, e.g. "
+         "state.new_zeros(0), for an empty translation."),
+    ),
     mistakes=(
+        Mistake("the decoding loop has no length limit",
+                "a decoder that never says EOS would run forever: stop after max_len tokens too, e.g. "
+                "while len(tokens) < max_len (or for _ in range(max_len)), breaking early at EOS.",
+                _greedy_variant(limit=False)),
         Mistake("decoding did not stop at EOS",
                 "EOS means the sentence is over: when the argmax is eos, stop (break) without adding it. "
                 "Only a sentence that never says EOS runs to max_len.",
@@ -242,10 +288,6 @@ register(Exercise(
                 "a sentence that never says EOS should have exactly max_len tokens: loop while "
                 "len(tokens) < max_len, or for _ in range(max_len).",
                 _greedy_variant(extra=-1)),
-        Mistake("the argmax fed back is taken over the state, not the logits",
-                "the next input is the token just chosen: token = int(logits.argmax()), the most probable "
-                "entry of the logits (V,), not of the state (D,).",
-                _greedy_variant(feed="state")),
         Mistake("BOS is fed at every step instead of the token just emitted",
                 "greedy decoding feeds its own previous choice back: after choosing token t, call "
                 "step(t, state).",
@@ -258,6 +300,10 @@ register(Exercise(
                 "a logit becomes a log-probability through the log-softmax over the vocabulary: "
                 "torch.log_softmax(logits, dim=-1)[token].",
                 _greedy_variant(scores="logits")),
+        Mistake("the scores are running totals, not each token's own log-probability",
+                "return one log-probability per token, log_softmax(logits)[token] of its own step; their "
+                "sum (the sentence's log-probability) is log_probs.sum(), not something to store.",
+                _greedy_variant(scores="cumulative")),
         Mistake("the scores are probabilities, not their logarithms",
                 "take the log-softmax, torch.log_softmax(logits, dim=-1)[token]: log-probabilities add up "
                 "along the sentence (and do not underflow), probabilities multiply.",
@@ -333,6 +379,10 @@ def _aer_variant(axis="rows", use_possible=True, result="aer", denominator="sure
             value = a_p / n_a
         elif result == "recall":
             value = 1 - a_s / sure.sum()
+        elif result == "no-one-minus":
+            value = (a_s + a_p) / (n_a + sure.sum())
+        elif result == "possible-twice":
+            value = 1 - 2 * a_p / (n_a + sure.sum())
         else:
             value = 1 - (a_s + a_p) / (n_a + (sure.sum() if denominator == "sure" else p.sum()))
         return links.to(weights.dtype), value.to(weights.dtype)
@@ -362,6 +412,14 @@ register(Exercise(
         Mistake("this is 1 - recall, not the error rate",
                 "recall alone ignores the wrong links proposed: AER = 1 - (|A ∩ S| + |A ∩ P|) / (|A| + |S|).",
                 _aer_variant(result="recall")),
+        Mistake("the \"1 -\" is missing: this is the agreement, not the error rate",
+                "(|A ∩ S| + |A ∩ P|) / (|A| + |S|) is 1 for a perfect alignment; the error rate is one minus "
+                "it: AER = 1 - (|A ∩ S| + |A ∩ P|) / (|A| + |S|).",
+                _aer_variant(result="no-one-minus")),
+        Mistake("|A ∩ P| was counted twice instead of |A ∩ S| + |A ∩ P|",
+                "the numerator adds the sure links found, |A ∩ S| (links & sure), and the possible ones, "
+                "|A ∩ P| (links & possible): two different counts.",
+                _aer_variant(result="possible-twice")),
         Mistake("the denominator counts the possible links |P| instead of the sure ones |S|",
                 "Och & Ney's denominator is |A| + |S|: possible links are allowed, not required.",
                 _aer_variant(denominator="possible")),
