@@ -61,17 +61,6 @@ def copy_batches(seed, batch_size=32):
         yield copy_batch(batch_size, length, generator=gen)
 
 
-@pytest.fixture
-def one_thread():
-    """A model this small trains fastest on one thread (and is then immune to a busy second core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("attention", [False, True])
 def test_short_training_run_lowers_the_loss(attention, one_thread):
     model = make_model(attention, seed=4)

@@ -18,15 +18,7 @@ from attn_course.text import BOS, EOS, PAD
 SV, TV = 30, 40  # vocabulary sizes of the untrained models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small train fastest on one thread (and are then immune to a busy second core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # tests/conftest.py
 
 
 def rnn(attention, seed=0, **sizes):
