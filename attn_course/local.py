@@ -533,11 +533,11 @@ def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
             pieces.append((start, stop, band[None, None]))
             continue
         allowed = _allowed(i[start:stop], j[start:stop], band, lk)  # (n, c, span)
-        if mask is not None:  # pick each chunk's piece of the mask: (..., nb, c, span), never (Lq, Lk)
+        if mask is not None:  # pick each chunk's piece of the mask: (..., n, c, span), never (Lq, Lk)
             full = mask[(None,) * max(0, 2 - mask.dim())]  # at least 2 dimensions
             full = full.expand(*full.shape[:-2], lq, lk)  # a view: no (Lq, Lk) memory
-            rows = i.clamp(max=lq - 1)[:, :, None]  # (nb, c, 1); padded query rows are cut off below
-            allowed = allowed & full[..., rows, j.clamp(0, lk - 1)[:, None, :]]  # (..., nb, c, span)
+            rows = i[start:stop].clamp(max=lq - 1)[:, :, None]  # (n, c, 1); padded query rows: cut off below
+            allowed = allowed & full[..., rows, j[start:stop].clamp(0, lk - 1)[:, None, :]]  # (..., n, c, span)
         # A row with no key would softmax to NaN (or uniform weights, depending on the SDPA kernel): let it
         # see its whole span instead, a finite dummy, and zero its context below. Its gradient is then 0.
         empty = ~allowed.any(-1, keepdim=True)  # (..., n, c, 1)
