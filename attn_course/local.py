@@ -403,14 +403,19 @@ def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
 
 
-def _add_windows(total: torch.Tensor, grads: torch.Tensor, first: int, chunk: int) -> None:
-    """Add window gradients (B', G, span, size) of chunks first ... first + G - 1 into ``total``, the padded
-    key rows (B', rows, size), in place. Window b starts at row b·c and spans m = span/c whole chunks, so
-    its s-th piece of c rows lands on chunk b + s: m strided additions instead of ``unfold``'s backward."""
+def _add_windows(total: torch.Tensor, grads: torch.Tensor, first: int, chunk: int, skip: int) -> None:
+    """Add window gradients (B', G, span, size) of chunks first ... first + G - 1 into ``total``, the key rows
+    (B', rows, size), in place. Window b starts ``skip`` chunks before chunk b (the R chunks of padding in
+    front of the keys) and spans m = span/c whole chunks, so its s-th piece of c rows lands on chunk
+    b + s - skip: m strided additions instead of ``unfold``'s backward. Pieces on padding (a chunk before
+    the first or after the last of ``total``) are dropped, so ``total`` holds the real keys only."""
     count, span = grads.size(1), grads.size(2)
     chunks = total.unflatten(1, (total.size(1) // chunk, chunk))  # (B', rows / c, c, size): a view
     for s, piece in enumerate(grads.unflatten(2, (span // chunk, chunk)).unbind(2)):  # (B', G, c, size)
-        chunks[:, first + s:first + s + count] += piece
+        lo, hi = first + s - skip, first + s - skip + count  # the chunks it lands on
+        cut_lo, cut_hi = max(lo, 0), min(hi, chunks.size(1))
+        if cut_lo < cut_hi:
+            chunks[:, cut_lo:cut_hi] += piece[:, cut_lo - lo:cut_hi - lo]
 
 
 class _FlashChunksCPU(torch.autograd.Function):
@@ -450,11 +455,13 @@ class _FlashChunksCPU(torch.autograd.Function):
         k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)
         grad_out = grad_out.contiguous()
         grad_q = torch.empty_like(q_chunks) if needs_q else None
-        length = max(k_pad.size(-2), ctx.front + ctx.lk)  # keys past the last window get 0 too
-        length = -(-length // chunk) * chunk  # whole chunks, for _add_windows
+        length = -(-ctx.lk // chunk) * chunk  # the real keys in whole chunks, for _add_windows
         # The kernel returns all three gradients at once; only the ones asked for are kept and summed.
+        # Summed straight into the real keys' rows (no padding rows), so a whole number of chunks of keys
+        # gives the gradient itself, contiguous: no copy, here or in autograd's accumulation.
         sums = {slot: x.new_zeros(x.size(0), length, x.size(-1))  # slot: the kernel's output 1 (k), 2 (v)
                 for slot, x, needed in ((1, k_pad, needs_k), (2, v_pad, needs_v)) if needed}
+        skip = ctx.front // chunk  # R: the chunks of padding before the first key
         group = max(1, BACKWARD_KEY_ROWS // span)  # chunks per group
         for lo, hi, allowed in ctx.pieces:
             shared = _additive(allowed, q_chunks.dtype) if allowed.size(1) == 1 else None  # one band for all
@@ -469,9 +476,8 @@ class _FlashChunksCPU(torch.autograd.Function):
                 if needs_q:
                     grad_q[:, part] = grads[0]
                 for slot, total in sums.items():  # sum the overlapping windows' gradients
-                    _add_windows(total, grads[slot], first, chunk)
-        keys = slice(ctx.front, ctx.front + ctx.lk)  # drop the padding rows' gradients
-        grad_k, grad_v = (sums[slot][:, keys] if slot in sums else None for slot in (1, 2))
+                    _add_windows(total, grads[slot], first, chunk, skip)
+        grad_k, grad_v = (sums[slot][:, :ctx.lk] if slot in sums else None for slot in (1, 2))
         return grad_q, grad_k, grad_v, None, None, None
 
 
