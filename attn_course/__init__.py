@@ -23,10 +23,14 @@ One module per concept (see the book's introduction for which chapter uses which
 - ``translate``  the ``Translator``: train, translate (with clear errors), evaluate, align, save and load
 - ``text``       tokenising (Spanish punctuation and accents), vocabularies, padded batches and masks
 - ``data``       datasets the project generates itself (nothing is downloaded by default); ``data.spanish``:
-                 the English→Spanish corpus with gold word alignments, and the Tatoeba/Anki loader
+                 the English→Spanish corpus with gold word alignments, and the Tatoeba/Anki loader;
+                 ``data.scenes``: scenes of real handwritten digits (scikit-learn's ``load_digits``) with
+                 captions and boxes, and MNIST/``.npz`` loaders (MNIST downloads only when asked)
 - ``metrics``    BLEU, chrF and exact match through sacrebleu; the alignment error rate of attention (AER)
 - ``checkpoint`` save and load trained models, with clear errors for corrupt or mismatched files
-- ``viz``        heatmaps and weight plots
+- ``captioning`` "Show, Attend and Tell": a CNN grid encoder, an LSTM decoder with soft or hard (REINFORCE)
+                 visual attention, greedy and beam decoding, training, and the attention hit rate
+- ``viz``        heatmaps, weight plots, and attention laid over an image (``attention_overlay``)
 - ``widgets``    interactive explorers (ipywidgets 7.7 and 8)
 - ``exercises``  autograded exercises: ``check(exercise_id, your_function)``
 

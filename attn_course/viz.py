@@ -68,3 +68,85 @@ def weight_bars(weights, labels: Sequence[str] | None = None, ax: Axes | None = 
     if title:
         ax.set_title(title)
     return ax
+
+
+# --- attention over an image ---------------------------------------------------------------------------
+
+def _grid_weights(weights, name: str = "weights") -> np.ndarray:
+    """(G·G,) row by row, or (G, G) -> (G, G)."""
+    w = _as_numpy(weights, name, np.ndim(weights))
+    if w.ndim == 1:
+        g = int(round(np.sqrt(w.size)))
+        if g * g != w.size:
+            raise ValueError(f"{name} over a square grid needs G·G numbers, got {w.size}")
+        w = w.reshape(g, g)  # cell n is row n // G, column n % G
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"{name} must be (G·G,) or (G, G), got shape {w.shape}")
+    return w
+
+
+def attention_overlay(image, weights, ax: Axes | None = None, boxes=None, title: str | None = None,
+                      cmap: str = "autumn_r", alpha: float = 0.75, mark_max: bool = True) -> Axes:
+    """Draw a grey-level image with attention over its grid of cells on top, and return the Axes.
+
+    image: (S, S) or (1, S, S); weights: (G·G,) row by row (cell n is row n // G, column n % G) or (G, G),
+    where S is a multiple of G, or None for the image alone. Each cell's weight colours its whole square,
+    unsmoothed (the cells are what the model chooses among), in ``cmap`` with an opacity up to ``alpha``,
+    both in proportion to the weight over the largest weight. boxes: optional (K, 4) pixel boxes
+    (x0, y0, x1, y1), ends exclusive, drawn as outlines (rows of -1 are skipped). mark_max: outline the
+    most-attended cell.
+    """
+    img = _as_numpy(image, "image", 3 if getattr(image, "ndim", 0) == 3 else 2)
+    img = img[0] if img.ndim == 3 else img
+    w = None if weights is None else _grid_weights(weights)
+    s, g = img.shape[0], (1 if w is None else w.shape[0])
+    if img.shape[1] != s or s % g:
+        raise ValueError(f"image must be square with a side that is a multiple of the grid ({g}), "
+                         f"got {img.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.6, 2.6))
+    ax.imshow(img, cmap="gray_r", vmin=0, vmax=1, extent=(0, s, s, 0))
+    if w is not None:  # colour and opacity both grow with the weight: an unattended cell stays clear
+        scaled = w / max(1e-9, float(w.max()))
+        rgba = plt.get_cmap(cmap)(scaled)
+        rgba[..., 3] = alpha * scaled
+        ax.imshow(rgba, extent=(0, s, s, 0), interpolation="nearest")
+    if boxes is not None:
+        for x0, y0, x1, y1 in _as_numpy(boxes, "boxes", 2).reshape(-1, 4):
+            if x0 >= 0:
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="tab:cyan", lw=1))
+    if mark_max and w is not None:
+        r, c = np.unravel_index(int(w.argmax()), w.shape)
+        cell = s // g
+        ax.add_patch(plt.Rectangle((c * cell, r * cell), cell, cell, fill=False, ec="tab:green", lw=1.5))
+    ax.set(xticks=[], yticks=[])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def caption_attention(image, words: Sequence[str], weights, boxes=None, axes=None, ncols: int | None = None):
+    """One ``attention_overlay`` per word of a caption: what the model looked at before saying each word.
+
+    image: (S, S); words: the L words; weights: (L, G·G) or (L, G, G), one row per word (extra rows, e.g.
+    after <eos>, are ignored if ``words`` is shorter). Returns the array of Axes used.
+    """
+    w = _as_numpy(weights, "weights", np.ndim(weights))
+    words = list(words)
+    if not words:
+        raise ValueError("words is empty: there is nothing to draw")
+    if w.ndim not in (2, 3) or w.shape[0] < len(words):
+        raise ValueError(f"weights must have one row per word: {len(words)} words, "
+                         f"weights of shape {w.shape}")
+    ncols = ncols or len(words)
+    if axes is None:
+        nrows = -(-len(words) // ncols)
+        _, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 1.9 * nrows), squeeze=False)
+    axes = np.asarray(axes).reshape(-1)
+    if len(axes) < len(words):
+        raise ValueError(f"{len(words)} words need as many axes, got {len(axes)}")
+    for ax, word, row in zip(axes, words, w):
+        attention_overlay(image, row, ax=ax, boxes=boxes, title=word)
+    for ax in axes[len(words):]:
+        ax.axis("off")
+    return axes

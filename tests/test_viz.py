@@ -83,3 +83,50 @@ def test_bad_input_is_a_value_error(call, message):
 def test_non_numeric_weights_are_a_type_error():
     with pytest.raises(TypeError, match="weights must be numbers"):
         heatmap([["a", "b"]])
+
+
+# --- attention over an image (chapter 13) ---------------------------------------------------------------
+
+def test_attention_overlay_draws_the_image_and_the_cells():
+    from attn_course.viz import attention_overlay
+
+    image = torch.zeros(48, 48)
+    image[10:18, 20:26] = 1.0
+    w = torch.zeros(64)
+    w[1 * 8 + 3] = 1.0  # row 1, column 3
+    ax = attention_overlay(image, w, boxes=torch.tensor([[20, 10, 26, 18], [-1, -1, -1, -1]]), title="seven")
+    first, overlay = ax.get_images()
+    np.testing.assert_array_equal(first.get_array(), image.numpy())
+    opacity = np.asarray(overlay.get_array())[..., 3]  # the overlay's opacity follows the weight
+    np.testing.assert_allclose(opacity, 0.75 * w.view(8, 8).numpy())  # row by row, no smoothing
+    rectangles = [(p.get_x(), p.get_y(), p.get_width()) for p in ax.patches]
+    assert (20, 10, 6) in rectangles  # the box (the padding row -1 is skipped)
+    assert (18, 6, 6) in rectangles  # the most-attended cell: column 3, row 1, 6 pixels a side
+    assert len(rectangles) == 2 and ax.get_title() == "seven"
+    alone = attention_overlay(image, None, boxes=torch.tensor([[20, 10, 26, 18]]))
+    assert len(alone.get_images()) == 1 and len(alone.patches) == 1  # the image and the box only
+
+
+def test_caption_attention_one_panel_per_word():
+    from attn_course.viz import caption_attention
+
+    weights = torch.softmax(torch.randn(6, 64, generator=torch.Generator().manual_seed(0)), -1)
+    axes = caption_attention(torch.rand(1, 48, 48), ["two", "above", "five"], weights, ncols=2)
+    assert [ax.get_title() for ax in axes[:3]] == ["two", "above", "five"]
+    assert len(axes) == 4 and not axes[3].axison
+    opacity = np.asarray(axes[2].get_images()[1].get_array())[..., 3]
+    np.testing.assert_allclose(opacity, 0.75 * (weights[2] / weights[2].max()).view(8, 8).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda f: f["overlay"](torch.rand(48, 48), torch.rand(60)), "needs G·G numbers, got 60"),
+    (lambda f: f["overlay"](torch.rand(50, 50), torch.rand(64)), "multiple of the grid"),
+    (lambda f: f["overlay"](torch.rand(48, 48), torch.rand(4, 16)), r"must be \(G·G,\) or \(G, G\)"),
+    (lambda f: f["caption"](torch.rand(48, 48), ["a", "b"], torch.rand(1, 64)), "one row per word"),
+    (lambda f: f["caption"](torch.rand(48, 48), [], torch.rand(1, 64)), "words is empty"),
+])
+def test_overlay_errors(call, message):
+    from attn_course.viz import attention_overlay, caption_attention
+
+    with pytest.raises(ValueError, match=message):
+        call({"overlay": attention_overlay, "caption": caption_attention})

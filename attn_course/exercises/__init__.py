@@ -52,6 +52,7 @@ def check(exercise_id: str, fn, seed: int | None = None) -> Result:
 # Importing the exercise modules registers their exercises.
 from . import (  # noqa: E402,F401
     at_scale,
+    captioning,
     cross_causal,
     hard_attention,
     local,

@@ -305,7 +305,7 @@ def _gradient_problem(ex: Exercise, fn: Callable, case: Case) -> tuple[str, str]
         return f"computing gradients through your function raised {type(err).__name__}: {_first_line(err)}", None
     if got is None and expected is not None:
         return ("no gradient flows back through your result",
-                "it was cut from the graph: `.item()`, `torch.tensor(...)` or `.detach()` on the part that "
+                "it was cut from the graph: `.item()`, `float(...)`, `torch.tensor(...)` or `.detach()` on the part that "
                 "needs a gradient builds a constant")
     for i, g, e in zip(watched, got or (), expected or ()):
         name = names[i]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._explorer import Explorer as Explorer
 from ._explorer import slider as slider
+from .captioning import *  # noqa: F403
 from .hard import *  # noqa: F403
 from .local import *  # noqa: F403
 from .lookup import *  # noqa: F403
