@@ -5,7 +5,7 @@ recipe (same pretrained encoder, same data, same step counts) with other seeds f
 trains soft attention with hard attention's step budget, hard attention with the caption-level reward of
 Xu et al.'s eq. 12, and soft attention with the doubly stochastic penalty (eq. 14) at two strengths. It
 prints exact caption accuracy, BLEU, per-digit accuracy and attention hit rate on the 1,000 held-out test
-scenes. One thread, CPU, about 12 minutes:
+scenes. One thread, CPU, about 13 minutes:
 
     .venv/bin/python benchmarks/captioning_seeds.py > benchmarks/captioning-seeds.txt
 
