@@ -559,7 +559,9 @@ def train_captioner(model: Captioner, scenes: Scenes, steps: int, batch_size: in
                     warmup: int = 100, clip: float = 2.0, penalty: float = 0.0, reward: str = "word",
                     soft_mix: float = 0.5, reinforce_weight: float = 1.0, entropy_weight: float = 0.01,
                     features: torch.Tensor | None = None, seed: int = 0, progress: bool = True,
-                    desc: str | None = None, callback: Callable[[int, dict], None] | None = None) -> dict:
+                    desc: str | None = None, callback: Callable[[int, dict], None] | None = None,
+                    checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 500,
+                    resume: bool = False) -> dict:
     """Train ``model``'s decoder on ``scenes`` for exactly ``steps`` steps (not wall time: runs repeat).
 
     The encoder stays frozen, as in Xu et al. 2015 (pretrain it first with ``pretrain_encoder``): its
@@ -578,6 +580,14 @@ def train_captioner(model: Captioner, scenes: Scenes, steps: int, batch_size: in
     Σ α a instead of a sample (section 4.1 uses 0.5). ``callback(step, history)`` runs after every step.
     Returns the history: ``loss`` (cross-entropy per step), and for hard attention ``reward`` (mean
     log-probability of a rewarded word or caption) per step and the final ``baseline``.
+
+    ``checkpoint``: a file that the run is saved to every ``checkpoint_every`` steps and at the end
+    (``save_captioner``, atomically: an interrupted save leaves the previous file). Besides the weights it
+    holds what continues the run exactly: the step, the optimiser and schedule, the generators (this run's
+    and torch's global one, for the dropout), the baseline and the history. ``resume=True`` continues from
+    that file when it exists (it must come from the same settings: ``steps``, ``batch_size``, ``seed`` and
+    the rest), so an interrupted run, resumed, ends with the same weights as an uninterrupted one; a run
+    that had finished is returned as saved. Without the file, ``resume=True`` starts from step 0.
     """
     if not isinstance(model, Captioner):
         raise TypeError(f"model must be a Captioner, got {type(model).__name__}")
@@ -593,6 +603,12 @@ def train_captioner(model: Captioner, scenes: Scenes, steps: int, batch_size: in
         raise ValueError(f"soft_mix is a probability, got {soft_mix}")
     if reward not in REWARDS:
         raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+    _checks.positive("checkpoint_every", checkpoint_every, integer=True)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint file to resume from: pass checkpoint=path")
+    settings = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, clip=clip, penalty=penalty,
+                    reward=reward, soft_mix=soft_mix, reinforce_weight=reinforce_weight,
+                    entropy_weight=entropy_weight, seed=seed, scenes=len(scenes))
     if features is None:
         features = encode_scenes(model, scenes, progress=progress)
     else:
@@ -607,9 +623,20 @@ def train_captioner(model: Captioner, scenes: Scenes, steps: int, batch_size: in
     history = {"loss": []} | ({"reward": []} if hard else {})
     baseline = torch.zeros(() if reward == "caption" else (scenes.tokens.size(1) - 1,), device=device)
     pad = model.vocab.pad
+    first = 0
+    if resume and os.path.exists(checkpoint):
+        first, history, baseline = _resume(checkpoint, model, settings, optimiser, scheduler, generator)
+
+    def save(done: int) -> None:
+        save_captioner(checkpoint, model, training={
+            "step": done, "settings": settings, "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+            "global_generator": torch.get_rng_state(), "baseline": baseline.detach().cpu(),
+            "history": history})
+
     model.train()
-    with tqdm(range(steps), desc=desc or f"training ({model.attention} attention)", disable=not progress,
-              mininterval=0.5) as bar:
+    with tqdm(range(first, steps), desc=desc or f"training ({model.attention} attention)",
+              disable=not progress, mininterval=0.5, initial=first, total=steps) as bar:
         for step in bar:
             index = torch.randint(len(scenes), (batch_size,), generator=generator)
             tokens = scenes.tokens[index].to(device)
@@ -629,12 +656,36 @@ def train_captioner(model: Captioner, scenes: Scenes, steps: int, batch_size: in
                 baseline = parts["baseline"]
                 history["reward"].append(parts["reward"].item())
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                save(step + 1)
             if callback is not None:
                 callback(step, history)
     model.eval()
     if hard:
         history["baseline"] = baseline
     return history
+
+
+def _resume(path, model: Captioner, settings: dict, optimiser, scheduler, generator):
+    """Load a ``train_captioner`` checkpoint into ``model``, the optimiser, schedule and generators.
+    Returns (the step to continue from, the history so far, the baseline)."""
+    payload = load_checkpoint(path, model, map_location=next(model.parameters()).device)
+    state = payload["extra"].get("training")
+    if state is None:
+        raise CheckpointError(f"{str(path)!r} holds a Captioner but no training state (saved by "
+                              "save_captioner, not by train_captioner): it cannot be resumed")
+    if state["settings"] != settings:
+        changed = {k: (state["settings"].get(k), v) for k, v in settings.items()
+                   if state["settings"].get(k) != v}
+        raise CheckpointError(f"{str(path)!r} was saved by a run with other settings, so resuming would not "
+                              f"repeat it: (saved, now) = {changed}. Start afresh (resume=False) or "
+                              "use the same settings")
+    optimiser.load_state_dict(state["optimiser"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["global_generator"])
+    device = next(model.parameters()).device
+    return state["step"], state["history"], state["baseline"].to(device)
 
 
 def training_loss(model: Captioner, features: torch.Tensor, tokens: torch.Tensor, *, penalty: float = 0.0,

@@ -381,6 +381,64 @@ def test_penalty_and_callback(data):
     assert seen == [(0, 1), (1, 2), (2, 3)]
 
 
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("attention", ["soft", "hard"])
+def test_an_interrupted_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(data, tmp_path,
+                                                                                       attention):
+    """Saved every 2 steps; stopped after step 5 (its checkpoint is from step 4); resumed: the same losses
+    and the same weights as 8 steps in one go, dropout included (the global generator is saved too)."""
+    train, _ = data
+    features = small_model().encode(train.images).detach()
+    options = {"steps": 8, "batch_size": 8, "features": features, "progress": False, "checkpoint_every": 2}
+
+    torch.manual_seed(5)
+    straight = small_model(attention=attention)
+    whole = cap.train_captioner(straight, train, **options)
+
+    def stop_after_step_5(step, history):
+        if step == 5:
+            raise _Interrupt
+
+    torch.manual_seed(5)
+    model = small_model(attention=attention)
+    path = tmp_path / "run.pt"
+    with pytest.raises(_Interrupt):
+        cap.train_captioner(model, train, checkpoint=path, callback=stop_after_step_5, **options)
+    assert torch.load(path, weights_only=True)["extra"]["training"]["step"] == 6  # saved after steps 2, 4, 6
+
+    torch.manual_seed(123)  # whatever happened since: the saved generators take over
+    again = small_model(attention=attention)
+    resumed = cap.train_captioner(again, train, checkpoint=path, resume=True, **options)
+    assert resumed["loss"] == whole["loss"]
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+    assert cap.load_captioner(path).config == straight.config  # the run's file is also a model file
+
+    finished = small_model(attention=attention)
+    assert cap.train_captioner(finished, train, checkpoint=path, resume=True, **options)["loss"] == whole["loss"]
+
+
+def test_resuming_needs_a_training_checkpoint_of_the_same_settings(data, tmp_path):
+    train, _ = data
+    options = {"batch_size": 8, "progress": False}
+    with pytest.raises(ValueError, match="resume=True needs the checkpoint file"):
+        cap.train_captioner(small_model(), train, 2, resume=True, **options)
+    fresh = cap.train_captioner(small_model(), train, 2, checkpoint=tmp_path / "new.pt", resume=True,
+                                **options)  # no file yet: starts from step 0
+    assert len(fresh["loss"]) == 2 and (tmp_path / "new.pt").is_file()
+    with pytest.raises(CheckpointError, match=r"other settings.*'lr': \(0.003, 0.01\)"):
+        cap.train_captioner(small_model(), train, 2, checkpoint=tmp_path / "new.pt", resume=True, lr=0.01,
+                            **options)
+    plain = cap.save_captioner(tmp_path / "plain.pt", small_model())
+    with pytest.raises(CheckpointError, match="no training state"):
+        cap.train_captioner(small_model(), train, 2, checkpoint=plain, resume=True, **options)
+    with pytest.raises(ValueError, match="checkpoint_every must be > 0"):
+        cap.train_captioner(small_model(), train, 2, checkpoint=tmp_path / "x.pt", checkpoint_every=0)
+
+
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"steps": 0}, ValueError, "steps must be > 0"),
     ({"reward": "sentence"}, ValueError, "reward must be one of word, caption"),
