@@ -2,7 +2,6 @@
 loaders read real formats (MNIST idx, .npz) from small files written here; bad input gets a clear error."""
 
 import gzip
-import pathlib
 import re
 import struct
 import urllib.request
@@ -342,13 +341,14 @@ def test_load_mnist_downloads_only_when_asked(tmp_path, monkeypatch):
     served.mkdir()
     _fake_mnist(served, split="test")
     fetched = []
+    real_urlopen = urllib.request.urlopen
 
-    def fake_urlretrieve(url, filename):  # stands in for the network
-        name = url.rsplit("/", 1)[-1]
+    def fake_urlopen(request, timeout=None):  # stands in for the network: serves the files written above
+        url = request.full_url
         fetched.append(url)
-        pathlib.Path(filename).write_bytes((served / name).read_bytes())
+        return real_urlopen((served / url.rsplit("/", 1)[-1]).as_uri(), timeout=timeout)
 
-    monkeypatch.setattr(urllib.request, "urlretrieve", fake_urlretrieve)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     root = tmp_path / "cache"
     source = load_mnist(root, split="test", download=True)
     assert len(source) == 12 and len(fetched) == 2
@@ -356,6 +356,14 @@ def test_load_mnist_downloads_only_when_asked(tmp_path, monkeypatch):
     assert sorted(p.name for p in root.iterdir()) == sorted(sc.MNIST_FILES["test"])  # no partial files left
     load_mnist(root, split="test", download=True)
     assert len(fetched) == 2  # cached: nothing fetched again
+
+
+def test_a_failed_mnist_download_is_named_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sc, "MNIST_URL", (tmp_path / "nowhere").as_uri() + "/")
+    root = tmp_path / "cache"
+    with pytest.raises(OSError, match="could not download file://.*nowhere/t10k-images-idx3-ubyte.gz"):
+        load_mnist(root, split="test", download=True)
+    assert list(root.iterdir()) == []
 
 
 def test_load_npz(tmp_path):

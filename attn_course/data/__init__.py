@@ -5,15 +5,43 @@
 - ``copy_batch``: the copy task (reproduce a random digit string) used to expose the fixed-length
   bottleneck of an RNN encoder-decoder.
 - ``toy_regression``: noisy samples of a smooth 1-D function, for attention pooling.
+- ``download``: the one place that fetches a file (Tatoeba, MNIST), only when a loader is asked to.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import pathlib
+import urllib.request
 
 import torch
 
 from .. import _checks
+
+
+def download(url: str, target: str | os.PathLike, timeout: float = 60.0) -> pathlib.Path:
+    """Fetch ``url`` to the file ``target`` (its folder is created) and return its path.
+
+    The data goes to ``target.part`` first, renamed when complete, so an interrupted or failed download
+    leaves no broken file behind; a failure raises an ``OSError`` that names the address. Callers decide
+    whether to download at all: the course never does by default (``spanish.download_tatoeba``,
+    ``scenes.load_mnist(download=True)``).
+    """
+    target = pathlib.Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "Mozilla/5.0 (attn_course)"})
+    partial = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+        os.replace(partial, target)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"could not download {url}: {err}") from err
+    return target
+
 
 PAD, BOS = 0, 1
 """Special tokens of the copy task; the digits 0-9 are tokens 2-11."""

@@ -33,13 +33,13 @@ import gzip
 import os
 import pathlib
 import struct
-import urllib.request
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from .. import _checks
+from . import download as fetch
 
 __all__ = [
     "DIGIT_WORDS", "LAYOUTS", "MNIST_FILES", "MNIST_URL", "VOCAB", "DigitSource", "SceneConfig", "Scenes",
@@ -231,11 +231,7 @@ def load_mnist(root: str | os.PathLike, split: str = "train", download: bool = F
         candidates = [root / name, root / name.removesuffix(".gz")]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None and download:
-            root.mkdir(parents=True, exist_ok=True)
-            found = root / name
-            tmp = found.with_suffix(".part")
-            urllib.request.urlretrieve(MNIST_URL + name, tmp)  # noqa: S310 (a fixed https address)
-            os.replace(tmp, found)
+            found = fetch(MNIST_URL + name, root / name)
         if found is None:
             raise FileNotFoundError(f"MNIST file {name} (or its unpacked form) is not in {str(root)!r}; "
                                     f"pass download=True to fetch it from {MNIST_URL}")

@@ -58,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .. import _checks
+from . import download
 
 __all__ = [
     "ADJECTIVES", "LEXICON", "NAMES", "NOUNS", "PATTERNS", "PERSONS", "SHOWCASE", "TATOEBA_URLS", "VERBS",
@@ -1587,6 +1588,7 @@ def download_tatoeba(url: str = TATOEBA_URLS["tensorflow"], cache_dir: str | os.
     target = cache / (filename or url.rstrip("/").rsplit("/", 1)[-1] or "spa-eng.zip")
     if target.exists():
         return target
+    return download(url, target, timeout=timeout)
     cache.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "Mozilla/5.0 (attn_course)"})
     partial = target.with_name(target.name + ".part")
