@@ -398,6 +398,19 @@ def _windows(padded: torch.Tensor, chunk: int, span: int) -> torch.Tensor:
     return padded.unfold(-2, span, chunk).transpose(-2, -1)  # (B', nb, size, span) -> (B', nb, span, size)
 
 
+def _key_windows(x: torch.Tensor, first: int, stop: int, chunk: int, span: int, front: int) -> torch.Tensor:
+    """The key windows of chunks first ... stop - 1, (B', stop - first, span, size): chunk b's rows
+    b·c - front + s, s < span (``_chunk_layout``'s j). A view of x where all those rows exist (the middle of
+    a sequence: no copy, so no fresh memory to fault in); otherwise a copy of just the rows they cover, with
+    zero rows standing in for the keys before the first and after the last (the ends: a few chunks)."""
+    start, end, length = first * chunk - front, (stop - 1) * chunk - front + span, x.size(-2)
+    if 0 <= start and end <= length:
+        return _windows(x[..., start:end, :], chunk, span)
+    rows = x[..., min(max(start, 0), length):min(max(end, 0), length), :]
+    before = min(max(-start, 0), end - start)
+    return _windows(nn.functional.pad(rows, (0, 0, before, end - start - before - rows.size(-2))), chunk, span)
+
+
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The boolean mask as the 0 / -inf float mask the fused kernel adds to the scores (4-D)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
@@ -431,28 +444,26 @@ class _FlashChunksCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q_chunks, k, v, pieces, front, scale):
-        blocks, chunk, span = q_chunks.size(1), q_chunks.size(2), pieces[0][2].size(-1)
-        k_pad, v_pad = (_pad_keys(x, blocks, chunk, span, front) for x in (k, v))  # (B', rows, D)
-        k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)  # (B', nb, span, D)
+        chunk, span = q_chunks.size(2), pieces[0][2].size(-1)
         outs, lses = [], []
         for lo, hi, allowed in pieces:
+            k_win, v_win = (_key_windows(x, lo, hi, chunk, span, front) for x in (k, v))  # (B', n, span, D)
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q_chunks[:, lo:hi], k_win[:, lo:hi], v_win[:, lo:hi], 0.0, False,
+                q_chunks[:, lo:hi], k_win, v_win, 0.0, False,
                 attn_mask=_additive(allowed, q_chunks.dtype), scale=scale)  # (B', n, c, Dv), (B', n, c)
             outs.append(out)
             lses.append(lse)
         out, lse = (torch.cat(x, dim=1) if len(x) > 1 else x[0] for x in (outs, lses))
-        ctx.save_for_backward(q_chunks, k_pad, v_pad, out, lse)
+        ctx.save_for_backward(q_chunks, k, v, out, lse)
         ctx.pieces, ctx.front, ctx.scale, ctx.lk = pieces, front, scale, k.size(-2)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # the flash backward kernel has no derivative itself
     def backward(ctx, grad_out):
-        q_chunks, k_pad, v_pad, out, lse = ctx.saved_tensors
+        q_chunks, k, v, out, lse = ctx.saved_tensors
         needs_q, needs_k, needs_v = ctx.needs_input_grad[:3]
         chunk, span = q_chunks.size(2), ctx.pieces[0][2].size(-1)
-        k_win, v_win = _windows(k_pad, chunk, span), _windows(v_pad, chunk, span)
         grad_out = grad_out.contiguous()
         grad_q = torch.empty_like(q_chunks) if needs_q else None
         length = -(-ctx.lk // chunk) * chunk  # the real keys in whole chunks, for _add_windows
@@ -460,7 +471,7 @@ class _FlashChunksCPU(torch.autograd.Function):
         # Summed straight into the real keys' rows (no padding rows), so a whole number of chunks of keys
         # gives the gradient itself, contiguous: no copy, here or in autograd's accumulation.
         sums = {slot: x.new_zeros(x.size(0), length, x.size(-1))  # slot: the kernel's output 1 (k), 2 (v)
-                for slot, x, needed in ((1, k_pad, needs_k), (2, v_pad, needs_v)) if needed}
+                for slot, x, needed in ((1, k, needs_k), (2, v, needs_v)) if needed}
         skip = ctx.front // chunk  # R: the chunks of padding before the first key
         group = max(1, BACKWARD_KEY_ROWS // span)  # chunks per group
         for lo, hi, allowed in ctx.pieces:
@@ -469,8 +480,9 @@ class _FlashChunksCPU(torch.autograd.Function):
                 part = slice(first, min(hi, first + group))
                 mask = shared if shared is not None else _additive(
                     allowed[:, first - lo:part.stop - lo], q_chunks.dtype)
+                k_win, v_win = (_key_windows(x, part.start, part.stop, chunk, span, ctx.front) for x in (k, v))
                 grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                    grad_out[:, part], q_chunks[:, part], k_win[:, part], v_win[:, part], out[:, part],
+                    grad_out[:, part], q_chunks[:, part], k_win, v_win, out[:, part],
                     lse[:, part], 0.0, False, attn_mask=mask, scale=ctx.scale)
                 # (B', G, c, D), (B', G, span, D), (B', G, span, Dv)
                 if needs_q:
@@ -516,9 +528,11 @@ def _use_cpu_flash(q: torch.Tensor, v: torch.Tensor) -> bool:
 
 def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
     """Chunks of c queries against the whole chunks of keys around them, all chunks in one fused SDPA call
-    with a 4-D boolean mask: O(Lq·(2R + 1)·c) time; the keys and values are views of one padded copy
-    (``_windows``). Without a ``mask``, the chunks away from the ends share one (c, span) band, so the memory
-    is O(Lq·D); a ``mask`` adds O(Lq·span) bytes of chunk mask. See ``_chunk_layout``."""
+    with a 4-D boolean mask: O(Lq·(2R + 1)·c) time; the keys and values are overlapping views (``_windows``)
+    of one padded copy, or on the CPU's direct path of the keys themselves, with padded copies only for the
+    chunks at the ends (``_key_windows``). Without a ``mask``, the chunks away from the ends share one
+    (c, span) band, so the memory is O(Lq·D); a ``mask`` adds O(Lq·span) bytes of chunk mask. See
+    ``_chunk_layout``."""
     lq, lk = q.size(-2), k.size(-2)
     window = min(window, max(lq, lk))  # a wider window sees the same keys: keep the chunks small
     chunk = _chunk_size(lq, window, chunk)
@@ -570,7 +584,10 @@ def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
         if empty.any():  # only then: masked_fill copies the context
             context = torch.cat([context[:, :start], context[:, start:stop].masked_fill(empty, 0.0),
                                  context[:, stop:]], dim=1)
-    return context.reshape(*lead, blocks * chunk, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
+    context = context.reshape(*lead, blocks * chunk, v.size(-1))  # a view
+    # Cut the padded queries off, only if there are any: even a slice that keeps everything makes
+    # autograd allocate a zero gradient of the whole size and copy into it.
+    return context if blocks * chunk == lq else context[..., :lq, :]  # (..., Lq, Dv)
 
 
 FLEX_COMPILE = True  # compile FlexAttention on first use (tests switch this off: the compile takes seconds)
