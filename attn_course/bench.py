@@ -398,39 +398,42 @@ def local(args: argparse.Namespace) -> dict:
               "head_dim": args.head_dim, "window": args.window, "causal": args.causal, "rows": []}
     _print_env(result["env"])
     print(f"local: sliding window w={args.window}, {'causal' if args.causal else 'bidirectional'}; B=1, "
-          f"H={args.heads}, D={args.head_dim}; median ms, best of {args.rounds} rounds (dense: 1 round, "
-          f"and only for N <= {args.dense_max})")
+          f"H={args.heads}, D={args.head_dim}; median ms, best of {args.rounds} rounds, every size and candidate "
+          f"in every round (dense only for N <= {args.dense_max})")
     print(LOCAL_LEGEND)
+    # Every (N, candidate) is timed in the same interleaved rounds, so the ratios between sizes (the growth
+    # bar) and between candidates compare measurements taken under the same load, not minutes apart.
+    forward, both, compile_s = {}, {}, {}
     for n in sizes:
         q, k, v = (torch.randn(1, args.heads, n, args.head_dim, device=device, dtype=dtype, requires_grad=True)
                    for _ in range(3))
-        forward = local_candidates(q, k, v, args.window, args.causal)
-        names = [name for name in forward if name != "dense" or n <= args.dense_max]
+        candidates = local_candidates(q, k, v, args.window, args.causal)
         start = time.perf_counter()
         with torch.no_grad():
-            forward["flex"]()  # the first call of a new shape compiles
+            candidates["flex"]()  # the first call of a new shape compiles
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        compile_s = time.perf_counter() - start
-        both = {name: _with_backward(forward[name], (q, k, v)) for name in names
-                if name != "flex" or backward_flex}
-        timing = {"threads": args.threads, "min_run_time": args.min_run_time}
-        with torch.no_grad():
-            fwd = median_time({m: forward[m] for m in names if m != "dense"}, rounds=args.rounds, **timing)
-            if "dense" in names:
-                fwd |= median_time({"dense": forward["dense"]}, rounds=1, **timing)
-            fwd_memory = {name: peak_memory(forward[name], device) for name in names}
-        fb = median_time({m: f for m, f in both.items() if m != "dense"}, rounds=args.rounds, **timing)
-        if "dense" in both:
-            fb |= median_time({"dense": both["dense"]}, rounds=1, **timing)
-        fb_memory = {name: peak_memory(fn, device) for name, fn in both.items()}
-        kernels = {name: sdpa_kernels(forward[name]) for name in ("blocked", "dense") if name in names}
+        compile_s[n] = time.perf_counter() - start
+        for name, fn in candidates.items():
+            if name != "dense" or n <= args.dense_max:
+                forward[n, name] = fn
+                if name != "flex" or backward_flex:
+                    both[n, name] = _with_backward(fn, (q, k, v))
+    timing = {"threads": args.threads, "rounds": args.rounds, "min_run_time": args.min_run_time}
+    with torch.no_grad():
+        fwd = median_time(forward, **timing)
+        fwd_memory = {key: peak_memory(fn, device) for key, fn in forward.items()}
+    fb = median_time(both, **timing)
+    fb_memory = {key: peak_memory(fn, device) for key, fn in both.items()}
+    for n in sizes:
+        kernels = {name: sdpa_kernels(forward[n, name]) for name in ("blocked", "dense") if (n, name) in forward}
+
+        def of(values, scale=1.0, n=n):  # {candidate: value} at this N
+            return {m: None if x is None else scale * x for (size, m), x in values.items() if size == n}
         result["rows"].append({
-            "N": n, "flex_compile_s": compile_s, "sdpa_kernel": kernels,
-            "forward_ms": {m: 1e3 * t for m, t in fwd.items()},
-            "forward_backward_ms": {m: 1e3 * t for m, t in fb.items()},
-            "forward_peak_MiB": {m: None if b is None else b / MiB for m, b in fwd_memory.items()},
-            "forward_backward_peak_MiB": {m: None if b is None else b / MiB for m, b in fb_memory.items()}})
+            "N": n, "flex_compile_s": compile_s[n], "sdpa_kernel": kernels,
+            "forward_ms": of(fwd, 1e3), "forward_backward_ms": of(fb, 1e3),
+            "forward_peak_MiB": of(fwd_memory, 1 / MiB), "forward_backward_peak_MiB": of(fb_memory, 1 / MiB)})
     _print_local(result)
     return result
 

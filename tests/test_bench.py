@@ -143,6 +143,26 @@ def test_local_benchmark_runs_and_writes_its_table(tmp_path, capsys, eager_flex,
     assert all(t > 0 for row in saved["rows"] for t in row["forward_backward_ms"].values())
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_local_benchmark_times_every_size_and_candidate_in_the_same_rounds(monkeypatch, capsys, eager_flex):
+    """The growth bar divides the time at one N by the time at another: both must come from the same
+    interleaved rounds, as the candidates' ratios do, not from runs minutes apart under other loads."""
+    calls = []
+    timed = bench.median_time
+
+    def recording(fns, **kwargs):
+        calls.append((list(fns), kwargs["rounds"]))
+        return timed(fns, **kwargs)
+
+    monkeypatch.setattr(bench, "median_time", recording)
+    bench.main(["local", "--sizes", "48", "96", "--window", "8", "--heads", "2", "--head-dim", "8", "--rounds",
+                "2", "--min-run-time", "0.001", "--dense-max", "48"])
+    capsys.readouterr()
+    assert calls == [([(48, "blocked"), (48, "dense"), (48, "flex"), (48, "banded"),
+                       (96, "blocked"), (96, "flex"), (96, "banded")], 2),
+                     ([(48, "blocked"), (48, "dense"), (48, "banded"), (96, "blocked"), (96, "banded")], 2)]
+
+
 def test_local_candidates_compute_the_same_output(eager_flex):
     import warnings
 
