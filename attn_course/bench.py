@@ -351,8 +351,8 @@ def _mha_arguments(parser: argparse.ArgumentParser) -> None:
 
 LOCAL_LEGEND = """\
   blocked  sliding_window_attention(impl="blocked")   (chunks of c = min(64, w) queries against whole key
-           chunks around them, overlapping views of the padded keys, fused SDPA kernel; the middle chunks
-           share one 4-D band mask; CPU backward in groups)
+           chunks around them, overlapping views of the keys (padded copies only at the ends), fused SDPA
+           kernel; the middle chunks share one 4-D band mask; CPU backward in groups)
   dense    F.scaled_dot_product_attention(q, k, v, attn_mask=band)   (the (1, 1, N, N) boolean band mask,
            built once outside the timing; 4-D, else SDPA silently takes its slow math path)
   flex     sliding_window_attention(impl="flex")      (compiled FlexAttention; forward only on the CPU;
