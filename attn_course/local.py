@@ -584,10 +584,7 @@ def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
         if empty.any():  # only then: masked_fill copies the context
             context = torch.cat([context[:, :start], context[:, start:stop].masked_fill(empty, 0.0),
                                  context[:, stop:]], dim=1)
-    context = context.reshape(*lead, blocks * chunk, v.size(-1))  # a view
-    # Cut the padded queries off, only if there are any: even a slice that keeps everything makes
-    # autograd allocate a zero gradient of the whole size and copy into it.
-    return context if blocks * chunk == lq else context[..., :lq, :]  # (..., Lq, Dv)
+    return context.reshape(*lead, blocks * chunk, v.size(-1))[..., :lq, :]  # (..., Lq, Dv)
 
 
 FLEX_COMPILE = True  # compile FlexAttention on first use (tests switch this off: the compile takes seconds)
