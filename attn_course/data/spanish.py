@@ -52,7 +52,6 @@ import functools
 import os
 import pathlib
 import random
-import urllib.request
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -1589,15 +1588,3 @@ def download_tatoeba(url: str = TATOEBA_URLS["tensorflow"], cache_dir: str | os.
     if target.exists():
         return target
     return download(url, target, timeout=timeout)
-    cache.mkdir(parents=True, exist_ok=True)
-    request = urllib.request.Request(url, headers={"User-Agent": "Mozilla/5.0 (attn_course)"})
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-        os.replace(partial, target)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        raise OSError(f"could not download {url}: {err}") from err
-    return target
