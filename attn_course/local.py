@@ -383,14 +383,6 @@ def _allowed(i: torch.Tensor, j: torch.Tensor, band: torch.Tensor, lk: int) -> t
     return band & real[:, None, :]
 
 
-def _pad_keys(x: torch.Tensor, blocks: int, chunk: int, span: int, front: int) -> torch.Tensor:
-    """(B', Lk, size) -> (B', (nb - 1)·c + span, size): ``front`` = R·c zero rows first (the keys before the
-    first), cut or padded at the end: the rows that the chunks' windows cover. One copy of x."""
-    total = (blocks - 1) * chunk + span
-    back = max(0, total - front - x.size(-2))
-    return nn.functional.pad(x, (0, 0, front, back))[..., :total, :]
-
-
 def _windows(padded: torch.Tensor, chunk: int, span: int) -> torch.Tensor:
     """(B', (nb - 1)·c + span, size) -> (B', nb, span, size): chunk b's keys j = (b - R)·c + s, s < span, as
     overlapping *views* of the padded keys: the span/c-fold overlap costs no memory. ``unfold`` is a view
@@ -402,7 +394,8 @@ def _key_windows(x: torch.Tensor, first: int, stop: int, chunk: int, span: int, 
     """The key windows of chunks first ... stop - 1, (B', stop - first, span, size): chunk b's rows
     b·c - front + s, s < span (``_chunk_layout``'s j). A view of x where all those rows exist (the middle of
     a sequence: no copy, so no fresh memory to fault in); otherwise a copy of just the rows they cover, with
-    zero rows standing in for the keys before the first and after the last (the ends: a few chunks)."""
+    zero rows standing in for the keys before the first and after the last (the few chunks at the ends, or
+    all the chunks at once on the plain SDPA path: one padded copy of the sequence)."""
     start, end, length = first * chunk - front, (stop - 1) * chunk - front + span, x.size(-2)
     if 0 <= start and end <= length:
         return _windows(x[..., start:end, :], chunk, span)
@@ -577,7 +570,7 @@ def _blocked(q, k, v, window, causal, mask, scale, chunk=None):
     if direct:
         context = _FlashChunksCPU.apply(q_chunks, flat(k), flat(v), pieces, front, scale)  # (B', nb, c, Dv)
     else:
-        k_win, v_win = (_windows(_pad_keys(flat(x), blocks, chunk, span, front), chunk, span) for x in (k, v))
+        k_win, v_win = (_key_windows(flat(x), 0, blocks, chunk, span, front) for x in (k, v))  # padded copies
         context = nn.functional.scaled_dot_product_attention(q_chunks, k_win, v_win, attn_mask=pieces[0][2],
                                                              scale=scale)  # (B', nb, c, Dv)
     for start, stop, empty in empties:
